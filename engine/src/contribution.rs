@@ -1,0 +1,154 @@
+//! One member's contribution to the cohort tables of one scope: everything SPEC section 4 needs,
+//! derived from the member's history alone (every metric decomposes by member). The engine
+//! retracts a member's old contribution and adds the new one when the member's history changes.
+
+use crate::config::CommunityConfig;
+use crate::history::GroupHistory;
+use crate::period::{period_of_ts, period_start_ms, Granularity};
+
+/// Per granularity: the cohort and the offsets at which the member counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GranContribution {
+    pub cohort: i32,
+    /// Sorted distinct offsets `k` with a participation event (`ts >= j`) in period `cohort + k`.
+    pub active: Vec<i32>,
+    /// `[start, end)` offset ranges where the member is in at the end of period `cohort + k`;
+    /// `end == OPEN` when still in after the last join/leave.
+    pub membership: Vec<(i32, i32)>,
+}
+
+pub const OPEN: i32 = i32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScopeContribution {
+    pub join_ms: i64,
+    /// Milliseconds from the join to the activating event, when activated.
+    pub activation_ms: Option<i64>,
+    pub activation_window_end_ms: i64,
+    pub grans: [GranContribution; 3],
+}
+
+/// A read-only view of a member's history in one scope: one group, or all groups of the community.
+pub struct ScopeView<'a> {
+    pub groups: Vec<&'a GroupHistory>,
+}
+
+impl ScopeView<'_> {
+    fn join_ms(&self) -> Option<i64> {
+        self.groups.iter().filter_map(|g| g.first_join()).min()
+    }
+
+    fn in_after(&self, x: i64) -> bool {
+        self.groups.iter().any(|g| g.in_after(x))
+    }
+
+    fn participation(&self) -> impl Iterator<Item = i64> + '_ {
+        self.groups
+            .iter()
+            .flat_map(|g| g.participation.iter().copied())
+    }
+
+    fn membership_change_times(&self) -> Vec<i64> {
+        let mut t: Vec<i64> = self
+            .groups
+            .iter()
+            .flat_map(|g| {
+                g.joins
+                    .iter()
+                    .map(|j| j.0)
+                    .chain(g.leaves.iter().map(|l| l.0))
+            })
+            .collect();
+        t.sort_unstable();
+        t.dedup();
+        t
+    }
+
+    /// The activating instant: the `min`-th activation-type event in `[j, j + window)`.
+    fn activation_at(&self, j: i64, cfg: &CommunityConfig) -> Option<i64> {
+        let mut times: Vec<i64> = if self.groups.len() == 1 {
+            let a = &self.groups[0].activation;
+            let from = a.partition_point(|&t| t < j);
+            a[from..]
+                .iter()
+                .take(cfg.activation_min_events as usize)
+                .copied()
+                .collect()
+        } else {
+            self.groups
+                .iter()
+                .flat_map(|g| g.activation.iter().copied().filter(|&t| t >= j))
+                .collect()
+        };
+        times.sort_unstable();
+        let nth = *times.get(cfg.activation_min_events as usize - 1)?;
+        (nth < j + cfg.activation_window_ms()).then_some(nth)
+    }
+}
+
+/// The contribution of a member in one scope, or `None` when the member never joined it
+/// (such a member belongs to no cohort). Histories must be sorted.
+pub fn contribution(view: &ScopeView<'_>, cfg: &CommunityConfig) -> Option<ScopeContribution> {
+    let j = view.join_ms()?;
+    let tz = cfg.timezone;
+    let change_times = view.membership_change_times();
+    let grans = Granularity::ALL.map(|g| {
+        let cohort = period_of_ts(j, tz, g);
+        let mut active: Vec<i32> = view
+            .participation()
+            .filter(|&t| t >= j)
+            .map(|t| period_of_ts(t, tz, g) - cohort)
+            .collect();
+        active.sort_unstable();
+        active.dedup();
+        GranContribution {
+            cohort,
+            active,
+            membership: membership_ranges(view, &change_times, cohort, g, cfg),
+        }
+    });
+    let activation_ms = view.activation_at(j, cfg).map(|t| t - j);
+    Some(ScopeContribution {
+        join_ms: j,
+        activation_ms,
+        activation_window_end_ms: j + cfg.activation_window_ms(),
+        grans,
+    })
+}
+
+/// Offsets `k` where the member is in at the end of period `cohort + k`, as ranges. The state at
+/// the end of a period only changes in periods that hold a join or leave, so only those are
+/// evaluated (at the last instant before the next period starts).
+fn membership_ranges(
+    view: &ScopeView<'_>,
+    change_times: &[i64],
+    cohort: i32,
+    g: Granularity,
+    cfg: &CommunityConfig,
+) -> Vec<(i32, i32)> {
+    let tz = cfg.timezone;
+    let mut periods: Vec<i32> = change_times
+        .iter()
+        .map(|&t| period_of_ts(t, tz, g))
+        .filter(|&p| p >= cohort)
+        .collect();
+    periods.dedup();
+    let mut ranges = Vec::new();
+    let mut open_since: Option<i32> = None;
+    for p in periods {
+        let end_of_p = period_start_ms(p + 1, g, tz) - 1;
+        let is_in = view.in_after(end_of_p);
+        match (is_in, open_since) {
+            (true, None) => open_since = Some(p - cohort),
+            (false, Some(s)) => {
+                ranges.push((s, p - cohort));
+                open_since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = open_since {
+        ranges.push((s, OPEN));
+    }
+    ranges
+}

@@ -1,0 +1,17 @@
+//! The metric engine: a pure, synchronous core. Events go in (`Engine::apply`), absolute values of
+//! every cell that changed come out (`Engine::flush`). Time enters only as data: event timestamps
+//! and the community's `as_of`. No I/O, no clock, so a replay of the same events gives the same
+//! tables, and tests can drive it directly.
+
+pub mod config;
+pub mod contribution;
+pub mod engine;
+pub mod history;
+pub mod output;
+pub mod period;
+pub mod table;
+
+pub use config::{CommunityConfig, Configs};
+pub use engine::Engine;
+pub use output::{CohortRow, CommunityStat, MemberFact, Mode, Output, RetentionCell};
+pub use period::Granularity;

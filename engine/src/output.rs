@@ -1,0 +1,94 @@
+//! What a flush produces: absolute values of every row that changed since the last flush.
+//! The adapter stamps them with the partition and a version and writes them; re-writing a row is
+//! harmless, so output is idempotent.
+
+use crate::period::Granularity;
+use chrono::NaiveDate;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mode {
+    On,
+    OnOrAfter,
+    Membership,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::On, Mode::OnOrAfter, Mode::Membership];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::On => "on",
+            Mode::OnOrAfter => "on_or_after",
+            Mode::Membership => "membership",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+}
+
+/// `group_id` is empty for the community scope (a real group id is never empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: Granularity,
+    pub cohort: NaiveDate,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionCell {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: Granularity,
+    pub mode: Mode,
+    pub cohort: NaiveDate,
+    pub offset: u32,
+    pub period: NaiveDate,
+    pub members: u64,
+}
+
+/// One member in one scope: join time, cohorts, activation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFact {
+    pub community_id: String,
+    pub group_id: String,
+    pub member_id: String,
+    pub join_ms: i64,
+    pub cohort_day: NaiveDate,
+    pub cohort_week: NaiveDate,
+    pub cohort_month: NaiveDate,
+    pub activated: bool,
+    pub activation_ms: i64,
+    pub activation_window_end_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommunityStat {
+    pub community_id: String,
+    pub events_processed: u64,
+    pub max_ts_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub cohorts: Vec<CohortRow>,
+    pub retention: Vec<RetentionCell>,
+    pub members: Vec<MemberFact>,
+    pub stats: Vec<CommunityStat>,
+}
+
+impl Output {
+    pub fn is_empty(&self) -> bool {
+        self.cohorts.is_empty()
+            && self.retention.is_empty()
+            && self.members.is_empty()
+            && self.stats.is_empty()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.cohorts.len() + self.retention.len() + self.members.len() + self.stats.len()
+    }
+}

@@ -1,0 +1,175 @@
+//! The engine's final tables equal the reference computation, whatever the arrival order,
+//! duplication, batch boundaries and partition count.
+
+use engine::table::Tables;
+use engine::{CommunityConfig, Configs, Engine, Granularity, Mode};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use schemas::Event;
+
+fn run_engine(events: &[Event], partitions: usize, cfg: &Configs, rng: &mut ChaCha8Rng) -> Tables {
+    let mut engines: Vec<Engine> = (0..partitions).map(|_| Engine::new(cfg.clone())).collect();
+    let mut tables: Vec<Tables> = vec![Tables::default(); partitions];
+    let mut as_of: std::collections::HashMap<String, i64> = Default::default();
+    for e in events {
+        let p = (xxhash_like(&e.partition_key()) % partitions as u64) as usize;
+        engines[p].apply(e);
+        let a = as_of.entry(e.community_id.clone()).or_insert(e.ts_ms);
+        *a = (*a).max(e.ts_ms);
+        if rng.random::<f64>() < 0.01 {
+            let q = rng.random_range(0..partitions);
+            let out = engines[q].flush(&|c| as_of.get(c).copied());
+            tables[q].apply(&out);
+        }
+    }
+    let mut total = Tables::default();
+    for (engine, mut t) in engines.into_iter().zip(tables) {
+        let mut engine = engine;
+        t.apply(&engine.flush(&|c| as_of.get(c).copied()));
+        // A second flush with nothing new emits nothing.
+        assert!(engine.flush(&|c| as_of.get(c).copied()).is_empty());
+        total.merge_sum(&t);
+    }
+    total
+}
+
+fn xxhash_like(key: &[u8]) -> u64 {
+    key.iter().fold(1469598103934665603u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(1099511628211)
+    })
+}
+
+fn reference_params(cfg: &CommunityConfig) -> reference::Params {
+    reference::Params {
+        tz: cfg.timezone,
+        participation: cfg.participation_types.clone(),
+        activation_types: cfg.activation_types.clone(),
+        activation_window_days: cfg.activation_window_days as i64,
+        activation_min: cfg.activation_min_events as usize,
+    }
+}
+
+pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &CommunityConfig) {
+    let r = reference::compute(events, community, &reference_params(cfg));
+    let as_of = r.as_of_ms.unwrap();
+    assert_eq!(
+        tables.stats.get(community).map(|s| s.0),
+        Some(r.events_processed),
+        "events_processed"
+    );
+    assert_eq!(
+        tables.stats.get(community).map(|s| s.1),
+        Some(as_of),
+        "as_of"
+    );
+    // Sizes: every reference cohort, and no other non-empty cohort.
+    let engine_sizes: std::collections::BTreeMap<_, _> = tables
+        .cohorts
+        .iter()
+        .filter(|(k, v)| k.0 == community && **v > 0)
+        .map(|(k, v)| ((k.1.clone(), k.2.as_str().to_owned(), k.3), *v))
+        .collect();
+    for (k, v) in &r.sizes {
+        assert_eq!(engine_sizes.get(k), Some(v), "cohort size {k:?}");
+    }
+    assert_eq!(
+        engine_sizes.len(),
+        r.sizes.len(),
+        "engine lists cohorts the reference does not"
+    );
+    for ((scope, g, mode, cohort), expected) in &r.retention {
+        let gran = Granularity::parse(g).unwrap();
+        let got = tables.retention_row(community, scope, gran, Mode::parse(mode).unwrap(), *cohort);
+        assert_eq!(
+            &got, expected,
+            "retention {mode} scope={scope:?} {g} cohort {cohort}"
+        );
+    }
+    for ((scope, g, cohort), expected) in &r.activation {
+        let acts = tables.activation(community, scope, Granularity::parse(g).unwrap(), as_of);
+        let got = acts
+            .get(cohort)
+            .unwrap_or_else(|| panic!("no activation row {scope:?} {g} {cohort}"));
+        assert_eq!(
+            got.size, expected.size,
+            "activation size {scope:?} {g} {cohort}"
+        );
+        assert_eq!(
+            got.activated, expected.activated,
+            "activated {scope:?} {g} {cohort}"
+        );
+        assert_eq!(
+            got.median_hours_to_activate, expected.median_hours_to_activate,
+            "median {scope:?} {g} {cohort}"
+        );
+        assert_eq!(
+            got.complete, expected.complete,
+            "complete {scope:?} {g} {cohort}"
+        );
+    }
+}
+
+fn community(seed: u64, members: usize, days: u32) -> Vec<Event> {
+    generator::generate(&generator::Spec {
+        community_id: "c1".into(),
+        seed,
+        members,
+        groups: 3,
+        days,
+        ..generator::Spec::default()
+    })
+}
+
+#[test]
+fn in_order_single_partition() {
+    let events = community(1, 150, 70);
+    let cfg = Configs::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let t = run_engine(&events, 1, &cfg, &mut rng);
+    assert_matches(&t, &events, "c1", cfg.get("c1"));
+}
+
+#[test]
+fn shuffled_duplicated_batched_and_partitioned() {
+    for seed in 0..4u64 {
+        let mut events = community(10 + seed, 120, 75);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let dups: Vec<Event> = events
+            .iter()
+            .filter(|_| rng.random::<f64>() < 0.1)
+            .cloned()
+            .collect();
+        let original = events.clone();
+        events.extend(dups);
+        events.shuffle(&mut rng);
+        let cfg = Configs::default();
+        let t = run_engine(&events, 1 + seed as usize, &cfg, &mut rng);
+        assert_matches(&t, &original, "c1", cfg.get("c1"));
+    }
+}
+
+#[test]
+fn time_zone_and_activation_parameters() {
+    let mut events = community(99, 100, 60);
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    events.shuffle(&mut rng);
+    for tz in ["America/New_York", "Europe/Berlin", "Asia/Shanghai"] {
+        let cfg = CommunityConfig {
+            timezone: tz.parse().unwrap(),
+            activation_min_events: 2,
+            activation_window_days: 3,
+            activation_types: vec![
+                schemas::EventType::MessagePosted,
+                schemas::EventType::ReactionAdded,
+            ],
+            ..CommunityConfig::default()
+        };
+        let configs = Configs {
+            communities: [("c1".to_string(), cfg.clone())].into(),
+            ..Configs::default()
+        };
+        let t = run_engine(&events, 2, &configs, &mut rng);
+        assert_matches(&t, &events, "c1", &cfg);
+    }
+}

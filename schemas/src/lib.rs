@@ -1,0 +1,9 @@
+//! The contract shared by every part of the pipeline: the event format and its validation
+//! (SPEC section 2), the JSON Schema other producers validate against, and the ClickHouse DDL.
+
+pub mod ddl;
+pub mod event;
+pub mod validate;
+
+pub use event::{Event, EventType, LeaveReason};
+pub use validate::{parse_event, parse_event_value, Limits, ValidationError};
