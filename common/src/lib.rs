@@ -1,1 +1,11 @@
+//! What every service shares: configuration loading (defaults, then file, then environment),
+//! tracing setup, the `/healthz` `/readyz` `/metrics` routes, and the SPEC's JSON error shape.
 
+pub mod config;
+pub mod http;
+pub mod secret;
+pub mod telemetry;
+
+pub use config::{load_config, ConfigError};
+pub use http::{ApiError, Readiness};
+pub use secret::Secret;
