@@ -29,22 +29,12 @@ pub fn load_config<T: DeserializeOwned + Serialize + Default>(
         fig = fig.merge(Toml::file(path));
     }
     // `_CONFIG` names the file itself; it is not a field.
-    fig = fig.merge(
-        Env::prefixed(env_prefix)
-            .split("__")
-            .filter(|k| k.as_str() != "config"),
-    );
-    fig.extract()
-        .map_err(|e| ConfigError::Invalid(e.to_string()))
+    fig = fig.merge(Env::prefixed(env_prefix).split("__").filter(|k| k.as_str() != "config"));
+    fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// The config file named by `--config FILE` on the command line or by `<PREFIX>CONFIG`.
 pub fn config_path(args: &[String], env_prefix: &str) -> Option<std::path::PathBuf> {
-    let from_args = args
-        .windows(2)
-        .find(|w| w[0] == "--config")
-        .map(|w| w[1].clone());
-    from_args
-        .or_else(|| std::env::var(format!("{env_prefix}CONFIG")).ok())
-        .map(Into::into)
+    let from_args = args.windows(2).find(|w| w[0] == "--config").map(|w| w[1].clone());
+    from_args.or_else(|| std::env::var(format!("{env_prefix}CONFIG")).ok()).map(Into::into)
 }

@@ -20,12 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
+        ApiError { status, code, message: message.into(), retry_after_secs: None }
     }
 
     pub fn retry_after(mut self, secs: u64) -> Self {
@@ -50,8 +45,7 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
-            .retry_after(retry_after_secs)
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message).retry_after(retry_after_secs)
     }
 }
 
@@ -60,8 +54,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -84,10 +77,7 @@ impl Readiness {
 /// `/healthz` (the process answers), `/readyz` (dependencies answer), `/metrics` (Prometheus text).
 pub fn ops_routes(registry: Registry, readiness: Readiness) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
         .route(
             "/readyz",
             get(move || {
@@ -109,12 +99,8 @@ pub fn ops_routes(registry: Registry, readiness: Readiness) -> Router {
                     let mut buf = Vec::new();
                     let families = registry.gather();
                     if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
-                        return ApiError::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal",
-                            e.to_string(),
-                        )
-                        .into_response();
+                        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                            .into_response();
                     }
                     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf).into_response()
                 }
@@ -129,8 +115,7 @@ pub async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             s.recv().await;
         }
     };

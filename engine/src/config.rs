@@ -97,9 +97,7 @@ impl Configs {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        self.default
-            .validate()
-            .map_err(|e| format!("default.{e}"))?;
+        self.default.validate().map_err(|e| format!("default.{e}"))?;
         for (c, cfg) in &self.communities {
             cfg.validate().map_err(|e| format!("communities.{c}.{e}"))?;
         }

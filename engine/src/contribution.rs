@@ -43,22 +43,12 @@ impl ScopeView<'_> {
     }
 
     fn participation(&self) -> impl Iterator<Item = i64> + '_ {
-        self.groups
-            .iter()
-            .flat_map(|g| g.participation.iter().copied())
+        self.groups.iter().flat_map(|g| g.participation.iter().copied())
     }
 
     fn membership_change_times(&self) -> Vec<i64> {
-        let mut t: Vec<i64> = self
-            .groups
-            .iter()
-            .flat_map(|g| {
-                g.joins
-                    .iter()
-                    .map(|j| j.0)
-                    .chain(g.leaves.iter().map(|l| l.0))
-            })
-            .collect();
+        let mut t: Vec<i64> =
+            self.groups.iter().flat_map(|g| g.joins.iter().map(|j| j.0).chain(g.leaves.iter().map(|l| l.0))).collect();
         t.sort_unstable();
         t.dedup();
         t
@@ -69,16 +59,9 @@ impl ScopeView<'_> {
         let mut times: Vec<i64> = if self.groups.len() == 1 {
             let a = &self.groups[0].activation;
             let from = a.partition_point(|&t| t < j);
-            a[from..]
-                .iter()
-                .take(cfg.activation_min_events as usize)
-                .copied()
-                .collect()
+            a[from..].iter().take(cfg.activation_min_events as usize).copied().collect()
         } else {
-            self.groups
-                .iter()
-                .flat_map(|g| g.activation.iter().copied().filter(|&t| t >= j))
-                .collect()
+            self.groups.iter().flat_map(|g| g.activation.iter().copied().filter(|&t| t >= j)).collect()
         };
         times.sort_unstable();
         let nth = *times.get(cfg.activation_min_events as usize - 1)?;
@@ -94,18 +77,11 @@ pub fn contribution(view: &ScopeView<'_>, cfg: &CommunityConfig) -> Option<Scope
     let change_times = view.membership_change_times();
     let grans = Granularity::ALL.map(|g| {
         let cohort = period_of_ts(j, tz, g);
-        let mut active: Vec<i32> = view
-            .participation()
-            .filter(|&t| t >= j)
-            .map(|t| period_of_ts(t, tz, g) - cohort)
-            .collect();
+        let mut active: Vec<i32> =
+            view.participation().filter(|&t| t >= j).map(|t| period_of_ts(t, tz, g) - cohort).collect();
         active.sort_unstable();
         active.dedup();
-        GranContribution {
-            cohort,
-            active,
-            membership: membership_ranges(view, &change_times, cohort, g, cfg),
-        }
+        GranContribution { cohort, active, membership: membership_ranges(view, &change_times, cohort, g, cfg) }
     });
     let activation_ms = view.activation_at(j, cfg).map(|t| t - j);
     Some(ScopeContribution {
@@ -127,11 +103,7 @@ fn membership_ranges(
     cfg: &CommunityConfig,
 ) -> Vec<(i32, i32)> {
     let tz = cfg.timezone;
-    let mut periods: Vec<i32> = change_times
-        .iter()
-        .map(|&t| period_of_ts(t, tz, g))
-        .filter(|&p| p >= cohort)
-        .collect();
+    let mut periods: Vec<i32> = change_times.iter().map(|&t| period_of_ts(t, tz, g)).filter(|&p| p >= cohort).collect();
     periods.dedup();
     let mut ranges = Vec::new();
     let mut open_since: Option<i32> = None;

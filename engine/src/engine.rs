@@ -101,18 +101,10 @@ impl MemberState {
     }
 
     /// Contributions for every scope the member has: each group, then the community (`""`).
-    fn contributions(
-        &self,
-        cfg: &crate::config::CommunityConfig,
-    ) -> Vec<(Scope, Option<ScopeContribution>)> {
-        let mut out: Vec<(Scope, Option<ScopeContribution>)> = self
-            .groups
-            .iter()
-            .map(|(s, h)| (s.clone(), contribution(&ScopeView { groups: vec![h] }, cfg)))
-            .collect();
-        let all = ScopeView {
-            groups: self.groups.iter().map(|(_, h)| h).collect(),
-        };
+    fn contributions(&self, cfg: &crate::config::CommunityConfig) -> Vec<(Scope, Option<ScopeContribution>)> {
+        let mut out: Vec<(Scope, Option<ScopeContribution>)> =
+            self.groups.iter().map(|(s, h)| (s.clone(), contribution(&ScopeView { groups: vec![h] }, cfg))).collect();
+        let all = ScopeView { groups: self.groups.iter().map(|(_, h)| h).collect() };
         out.push((Scope::from(""), contribution(&all, cfg)));
         out
     }
@@ -154,10 +146,7 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(configs: Configs) -> Self {
-        Engine {
-            configs,
-            communities: HashMap::new(),
-        }
+        Engine { configs, communities: HashMap::new() }
     }
 
     pub fn configs(&self) -> &Configs {
@@ -172,26 +161,17 @@ impl Engine {
             Some(c) => c,
             None => self.communities.entry(ev.community_id.clone()).or_default(),
         };
-        if !comm
-            .seen
-            .insert(xxhash_rust::xxh3::xxh3_128(ev.event_id.as_bytes()))
-        {
+        if !comm.seen.insert(xxhash_rust::xxh3::xxh3_128(ev.event_id.as_bytes())) {
             return false;
         }
         comm.events_processed += 1;
-        comm.max_ts = if comm.events_processed == 1 {
-            ev.ts_ms
-        } else {
-            comm.max_ts.max(ev.ts_ms)
-        };
+        comm.max_ts = if comm.events_processed == 1 { ev.ts_ms } else { comm.max_ts.max(ev.ts_ms) };
         comm.stats_dirty = true;
         if ev.is_bot {
             return true;
         }
-        let relevant = matches!(
-            ev.event_type,
-            EventType::MemberJoined | EventType::MemberLeft
-        ) || cfg.is_participation(ev.event_type)
+        let relevant = matches!(ev.event_type, EventType::MemberJoined | EventType::MemberLeft)
+            || cfg.is_participation(ev.event_type)
             || cfg.is_activation(ev.event_type);
         if !relevant {
             return true;
@@ -200,14 +180,11 @@ impl Engine {
         let member = comm.members.entry(ev.member_id.clone()).or_default();
         if !comm.touched.contains_key(&ev.member_id) {
             member.sort();
-            comm.touched
-                .insert(ev.member_id.clone(), member.contributions(cfg));
+            comm.touched.insert(ev.member_id.clone(), member.contributions(cfg));
         }
         let h = member.group_mut(&scope);
         match ev.event_type {
-            EventType::MemberJoined => h
-                .joins
-                .push((ev.ts_ms, ev.inviter_id.as_deref().map(Box::from))),
+            EventType::MemberJoined => h.joins.push((ev.ts_ms, ev.inviter_id.as_deref().map(Box::from))),
             EventType::MemberLeft => h.leaves.push((ev.ts_ms, ev.leave_reason)),
             _ => {}
         }
@@ -223,10 +200,7 @@ impl Engine {
 
     /// The largest `ts` this partition has seen for the community.
     pub fn max_ts(&self, community_id: &str) -> Option<i64> {
-        self.communities
-            .get(community_id)
-            .filter(|c| c.events_processed > 0)
-            .map(|c| c.max_ts)
+        self.communities.get(community_id).filter(|c| c.events_processed > 0).map(|c| c.max_ts)
     }
 
     pub fn community_ids(&self) -> impl Iterator<Item = &String> {
@@ -237,24 +211,13 @@ impl Engine {
     /// that the next flushes overwrite them where the rebuilt state differs.
     pub fn seed_written(&mut self, cohorts: &[CohortRow], cells: &[RetentionCell]) {
         for row in cohorts {
-            let (comm, key) = self.written_key(
-                &row.community_id,
-                &row.group_id,
-                row.granularity,
-                row.cohort,
-            );
+            let (comm, key) = self.written_key(&row.community_id, &row.group_id, row.granularity, row.cohort);
             comm.written.entry(key.clone()).or_default().size = row.size as i64;
             comm.dirty_cohorts.insert(key);
         }
         for cell in cells {
-            let (comm, key) = self.written_key(
-                &cell.community_id,
-                &cell.group_id,
-                cell.granularity,
-                cell.cohort,
-            );
-            let values =
-                &mut comm.written.entry(key.clone()).or_default().values[cell.mode as usize];
+            let (comm, key) = self.written_key(&cell.community_id, &cell.group_id, cell.granularity, cell.cohort);
+            let values = &mut comm.written.entry(key.clone()).or_default().values[cell.mode as usize];
             let k = cell.offset as usize;
             if values.len() <= k {
                 values.resize(k + 1, 0);
@@ -274,14 +237,7 @@ impl Engine {
         let comm = self.communities.entry(community_id.to_owned()).or_default();
         let scope = comm.scope(group_id);
         let day = crate::period::date_to_day(cohort);
-        (
-            comm,
-            CohortKey {
-                scope,
-                gran: g,
-                cohort: crate::period::period_of_day(day, g),
-            },
-        )
+        (comm, CohortKey { scope, gran: g, cohort: crate::period::period_of_day(day, g) })
     }
 
     /// Emits every row whose value changed since the last flush. `as_of` gives the community-wide
@@ -317,27 +273,15 @@ impl Engine {
     }
 }
 
-fn flush_members(
-    id: &str,
-    comm: &mut Community,
-    cfg: &crate::config::CommunityConfig,
-    out: &mut Output,
-) {
-    let mut touched: Vec<(String, Vec<(Scope, Option<ScopeContribution>)>)> =
-        comm.touched.drain().collect();
+fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityConfig, out: &mut Output) {
+    let mut touched: Vec<(String, Vec<(Scope, Option<ScopeContribution>)>)> = comm.touched.drain().collect();
     touched.sort_by(|a, b| a.0.cmp(&b.0));
     for (member_id, before) in touched {
-        let member = comm
-            .members
-            .get_mut(&member_id)
-            .expect("touched members exist");
+        let member = comm.members.get_mut(&member_id).expect("touched members exist");
         member.sort();
         let after = member.contributions(cfg);
         for (scope, new) in &after {
-            let old = before
-                .iter()
-                .find(|(s, _)| s == scope)
-                .and_then(|(_, c)| c.as_ref());
+            let old = before.iter().find(|(s, _)| s == scope).and_then(|(_, c)| c.as_ref());
             if old == new.as_ref() {
                 continue;
             }
@@ -345,11 +289,7 @@ fn flush_members(
                 let Some(c) = c else { continue };
                 for g in Granularity::ALL {
                     let gc = &c.grans[g.idx()];
-                    let key = CohortKey {
-                        scope: scope.clone(),
-                        gran: g,
-                        cohort: gc.cohort,
-                    };
+                    let key = CohortKey { scope: scope.clone(), gran: g, cohort: gc.cohort };
                     comm.cohorts.entry(key.clone()).or_default().apply(gc, sign);
                     comm.dirty_cohorts.insert(key);
                 }
@@ -384,23 +324,12 @@ fn member_fact(id: &str, scope: &str, member_id: &str, c: &ScopeContribution) ->
     }
 }
 
-fn materialize(
-    id: &str,
-    comm: &mut Community,
-    cfg: &crate::config::CommunityConfig,
-    as_of_ms: i64,
-    out: &mut Output,
-) {
+fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityConfig, as_of_ms: i64, out: &mut Output) {
     for g in Granularity::ALL {
         let p = period_of_ts(as_of_ms, cfg.timezone, g);
         if comm.materialized_at[g.idx()] != Some(p) {
             comm.materialized_at[g.idx()] = Some(p);
-            let all: Vec<CohortKey> = comm
-                .cohorts
-                .keys()
-                .filter(|k| k.gran == g)
-                .cloned()
-                .collect();
+            let all: Vec<CohortKey> = comm.cohorts.keys().filter(|k| k.gran == g).cloned().collect();
             comm.dirty_cohorts.extend(all);
         }
     }
@@ -425,11 +354,7 @@ fn materialize(
         for mode in Mode::ALL {
             let w = &mut written.values[mode as usize];
             // A cohort with no members keeps no row except zeros over what was written before.
-            let span = if agg.size > 0 {
-                (as_of_period - key.cohort).max(0) as usize + 1
-            } else {
-                0
-            };
+            let span = if agg.size > 0 { (as_of_period - key.cohort).max(0) as usize + 1 } else { 0 };
             let upto = span.max(w.len());
             if upto == 0 {
                 continue;
@@ -454,12 +379,7 @@ fn materialize(
                 }
             }
         }
-        if agg.size == 0
-            && comm
-                .cohorts
-                .get(&key)
-                .is_some_and(|a| a.diff.iter().all(|d| d.iter().all(|&x| x == 0)))
-        {
+        if agg.size == 0 && comm.cohorts.get(&key).is_some_and(|a| a.diff.iter().all(|d| d.iter().all(|&x| x == 0))) {
             comm.cohorts.remove(&key);
         }
     }

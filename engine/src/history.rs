@@ -25,8 +25,7 @@ impl GroupHistory {
         if self.sorted {
             return;
         }
-        self.joins
-            .sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        self.joins.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         self.leaves.sort_by_key(|l| (l.0, l.1 as u8));
         self.participation.sort_unstable();
         self.activation.sort_unstable();

@@ -82,10 +82,7 @@ pub struct Output {
 
 impl Output {
     pub fn is_empty(&self) -> bool {
-        self.cohorts.is_empty()
-            && self.retention.is_empty()
-            && self.members.is_empty()
-            && self.stats.is_empty()
+        self.cohorts.is_empty() && self.retention.is_empty() && self.members.is_empty() && self.stats.is_empty()
     }
 
     pub fn rows(&self) -> usize {

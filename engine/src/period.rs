@@ -79,8 +79,7 @@ pub fn period_start_date(index: i32, g: Granularity) -> NaiveDate {
         Granularity::Day => day_to_date(index),
         Granularity::Week => day_to_date(index * 7 - 3),
         Granularity::Month => {
-            NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
-                .expect("valid month")
+            NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1).expect("valid month")
         }
     }
 }
@@ -100,10 +99,7 @@ pub fn local_midnight_ms(date: NaiveDate, tz: Tz) -> i64 {
         LocalResult::None => {
             // Midnight falls in a gap: the day starts at the first minute that exists.
             (1..=24 * 60)
-                .find_map(|m| {
-                    tz.from_local_datetime(&(midnight + chrono::Duration::minutes(m)))
-                        .earliest()
-                })
+                .find_map(|m| tz.from_local_datetime(&(midnight + chrono::Duration::minutes(m))).earliest())
                 .map(|t| t.timestamp_millis())
                 .expect("a local day has at least one valid minute")
         }
@@ -115,9 +111,7 @@ mod tests {
     use super::*;
 
     fn ms(s: &str) -> i64 {
-        chrono::DateTime::parse_from_rfc3339(s)
-            .unwrap()
-            .timestamp_millis()
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
     }
 
     #[test]
@@ -125,30 +119,22 @@ mod tests {
         let sh: Tz = "Asia/Shanghai".parse().unwrap();
         // Sunday 2024-01-07 23:30 in Shanghai is 15:30Z: still the week of Monday 2024-01-01.
         let w = period_of_ts(ms("2024-01-07T15:30:00Z"), sh, Granularity::Week);
-        assert_eq!(
-            period_start_date(w, Granularity::Week),
-            NaiveDate::from_ymd_opt(2024, 1, 1).unwrap()
-        );
+        assert_eq!(period_start_date(w, Granularity::Week), NaiveDate::from_ymd_opt(2024, 1, 1).unwrap());
         // 16:30Z is Monday 00:30 local: the next week.
         let w2 = period_of_ts(ms("2024-01-07T16:30:00Z"), sh, Granularity::Week);
         assert_eq!(w2, w + 1);
-        assert_eq!(
-            period_start_ms(w2, Granularity::Week, sh),
-            ms("2024-01-07T16:00:00Z")
-        );
+        assert_eq!(period_start_ms(w2, Granularity::Week, sh), ms("2024-01-07T16:00:00Z"));
     }
 
     #[test]
     fn dst_days_are_23_and_25_hours() {
         let ny: Tz = "America/New_York".parse().unwrap();
         let d = period_of_ts(ms("2024-03-10T12:00:00Z"), ny, Granularity::Day);
-        let len =
-            period_start_ms(d + 1, Granularity::Day, ny) - period_start_ms(d, Granularity::Day, ny);
+        let len = period_start_ms(d + 1, Granularity::Day, ny) - period_start_ms(d, Granularity::Day, ny);
         assert_eq!(len, 23 * 3_600_000);
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
         let d = period_of_ts(ms("2024-10-27T12:00:00Z"), berlin, Granularity::Day);
-        let len = period_start_ms(d + 1, Granularity::Day, berlin)
-            - period_start_ms(d, Granularity::Day, berlin);
+        let len = period_start_ms(d + 1, Granularity::Day, berlin) - period_start_ms(d, Granularity::Day, berlin);
         assert_eq!(len, 25 * 3_600_000);
     }
 

@@ -20,40 +20,17 @@ pub struct Tables {
 impl Tables {
     pub fn apply(&mut self, out: &Output) {
         for r in &out.cohorts {
-            self.cohorts.insert(
-                (
-                    r.community_id.clone(),
-                    r.group_id.clone(),
-                    r.granularity,
-                    r.cohort,
-                ),
-                r.size,
-            );
+            self.cohorts.insert((r.community_id.clone(), r.group_id.clone(), r.granularity, r.cohort), r.size);
         }
         for c in &out.retention {
-            let key = (
-                c.community_id.clone(),
-                c.group_id.clone(),
-                c.granularity,
-                c.mode,
-                c.cohort,
-                c.offset,
-            );
+            let key = (c.community_id.clone(), c.group_id.clone(), c.granularity, c.mode, c.cohort, c.offset);
             self.retention.insert(key, c.members);
         }
         for m in &out.members {
-            self.members.insert(
-                (
-                    m.community_id.clone(),
-                    m.group_id.clone(),
-                    m.member_id.clone(),
-                ),
-                m.clone(),
-            );
+            self.members.insert((m.community_id.clone(), m.group_id.clone(), m.member_id.clone()), m.clone());
         }
         for s in &out.stats {
-            self.stats
-                .insert(s.community_id.clone(), (s.events_processed, s.max_ts_ms));
+            self.stats.insert(s.community_id.clone(), (s.events_processed, s.max_ts_ms));
         }
     }
 
@@ -86,14 +63,7 @@ impl Tables {
         cohort: NaiveDate,
     ) -> Vec<u64> {
         let lo = (community.to_owned(), group.to_owned(), g, mode, cohort, 0);
-        let hi = (
-            community.to_owned(),
-            group.to_owned(),
-            g,
-            mode,
-            cohort,
-            u32::MAX,
-        );
+        let hi = (community.to_owned(), group.to_owned(), g, mode, cohort, u32::MAX);
         self.retention.range(lo..=hi).map(|(_, v)| *v).collect()
     }
 }

@@ -35,9 +35,7 @@ fn run_engine(events: &[Event], partitions: usize, cfg: &Configs, rng: &mut ChaC
 }
 
 fn xxhash_like(key: &[u8]) -> u64 {
-    key.iter().fold(1469598103934665603u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(1099511628211)
-    })
+    key.iter().fold(1469598103934665603u64, |h, b| (h ^ *b as u64).wrapping_mul(1099511628211))
 }
 
 fn reference_params(cfg: &CommunityConfig) -> reference::Params {
@@ -53,16 +51,8 @@ fn reference_params(cfg: &CommunityConfig) -> reference::Params {
 pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &CommunityConfig) {
     let r = reference::compute(events, community, &reference_params(cfg));
     let as_of = r.as_of_ms.unwrap();
-    assert_eq!(
-        tables.stats.get(community).map(|s| s.0),
-        Some(r.events_processed),
-        "events_processed"
-    );
-    assert_eq!(
-        tables.stats.get(community).map(|s| s.1),
-        Some(as_of),
-        "as_of"
-    );
+    assert_eq!(tables.stats.get(community).map(|s| s.0), Some(r.events_processed), "events_processed");
+    assert_eq!(tables.stats.get(community).map(|s| s.1), Some(as_of), "as_of");
     // Sizes: every reference cohort, and no other non-empty cohort.
     let engine_sizes: std::collections::BTreeMap<_, _> = tables
         .cohorts
@@ -73,40 +63,19 @@ pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &
     for (k, v) in &r.sizes {
         assert_eq!(engine_sizes.get(k), Some(v), "cohort size {k:?}");
     }
-    assert_eq!(
-        engine_sizes.len(),
-        r.sizes.len(),
-        "engine lists cohorts the reference does not"
-    );
+    assert_eq!(engine_sizes.len(), r.sizes.len(), "engine lists cohorts the reference does not");
     for ((scope, g, mode, cohort), expected) in &r.retention {
         let gran = Granularity::parse(g).unwrap();
         let got = tables.retention_row(community, scope, gran, Mode::parse(mode).unwrap(), *cohort);
-        assert_eq!(
-            &got, expected,
-            "retention {mode} scope={scope:?} {g} cohort {cohort}"
-        );
+        assert_eq!(&got, expected, "retention {mode} scope={scope:?} {g} cohort {cohort}");
     }
     for ((scope, g, cohort), expected) in &r.activation {
         let acts = tables.activation(community, scope, Granularity::parse(g).unwrap(), as_of);
-        let got = acts
-            .get(cohort)
-            .unwrap_or_else(|| panic!("no activation row {scope:?} {g} {cohort}"));
-        assert_eq!(
-            got.size, expected.size,
-            "activation size {scope:?} {g} {cohort}"
-        );
-        assert_eq!(
-            got.activated, expected.activated,
-            "activated {scope:?} {g} {cohort}"
-        );
-        assert_eq!(
-            got.median_hours_to_activate, expected.median_hours_to_activate,
-            "median {scope:?} {g} {cohort}"
-        );
-        assert_eq!(
-            got.complete, expected.complete,
-            "complete {scope:?} {g} {cohort}"
-        );
+        let got = acts.get(cohort).unwrap_or_else(|| panic!("no activation row {scope:?} {g} {cohort}"));
+        assert_eq!(got.size, expected.size, "activation size {scope:?} {g} {cohort}");
+        assert_eq!(got.activated, expected.activated, "activated {scope:?} {g} {cohort}");
+        assert_eq!(got.median_hours_to_activate, expected.median_hours_to_activate, "median {scope:?} {g} {cohort}");
+        assert_eq!(got.complete, expected.complete, "complete {scope:?} {g} {cohort}");
     }
 }
 
@@ -135,11 +104,7 @@ fn shuffled_duplicated_batched_and_partitioned() {
     for seed in 0..4u64 {
         let mut events = community(10 + seed, 120, 75);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let dups: Vec<Event> = events
-            .iter()
-            .filter(|_| rng.random::<f64>() < 0.1)
-            .cloned()
-            .collect();
+        let dups: Vec<Event> = events.iter().filter(|_| rng.random::<f64>() < 0.1).cloned().collect();
         let original = events.clone();
         events.extend(dups);
         events.shuffle(&mut rng);
@@ -159,16 +124,10 @@ fn time_zone_and_activation_parameters() {
             timezone: tz.parse().unwrap(),
             activation_min_events: 2,
             activation_window_days: 3,
-            activation_types: vec![
-                schemas::EventType::MessagePosted,
-                schemas::EventType::ReactionAdded,
-            ],
+            activation_types: vec![schemas::EventType::MessagePosted, schemas::EventType::ReactionAdded],
             ..CommunityConfig::default()
         };
-        let configs = Configs {
-            communities: [("c1".to_string(), cfg.clone())].into(),
-            ..Configs::default()
-        };
+        let configs = Configs { communities: [("c1".to_string(), cfg.clone())].into(), ..Configs::default() };
         let t = run_engine(&events, 2, &configs, &mut rng);
         assert_matches(&t, &events, "c1", &cfg);
     }

@@ -48,15 +48,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(
-        &mut self,
-        t: EventType,
-        group: usize,
-        member: &str,
-        ts_ms: i64,
-        props: Map<String, Value>,
-        is_bot: bool,
-    ) {
+    fn push(&mut self, t: EventType, group: usize, member: &str, ts_ms: i64, props: Map<String, Value>, is_bot: bool) {
         let ts_ms = ts_ms.min(self.end_ms);
         let n = self.events.len();
         let platform = PLATFORMS[group % PLATFORMS.len()];
@@ -69,10 +61,7 @@ impl Builder {
             ts_ms,
             platform: Some(platform.to_owned()),
             is_bot,
-            inviter_id: props
-                .get("inviter_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            inviter_id: props.get("inviter_id").and_then(Value::as_str).map(str::to_owned),
             leave_reason: match props.get("reason").and_then(Value::as_str) {
                 Some("removed") => LeaveReason::Removed,
                 Some("banned") => LeaveReason::Banned,
@@ -107,19 +96,9 @@ impl Builder {
 
 /// Generates the community's events, ordered by `ts`.
 pub fn generate(spec: &Spec) -> Vec<Event> {
-    let start_ms = spec
-        .start
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc()
-        .timestamp_millis();
+    let start_ms = spec.start.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
     let end_ms = start_ms + spec.days as i64 * DAY_MS - 1000;
-    let mut b = Builder {
-        spec: spec.clone(),
-        rng: ChaCha8Rng::seed_from_u64(spec.seed),
-        events: Vec::new(),
-        end_ms,
-    };
+    let mut b = Builder { spec: spec.clone(), rng: ChaCha8Rng::seed_from_u64(spec.seed), events: Vec::new(), end_ms };
     let groups = spec.groups.max(1);
     // Joins come faster early on (a launch), then settle.
     let mut joined: Vec<(String, i64)> = Vec::with_capacity(spec.members);
@@ -130,10 +109,7 @@ pub fn generate(spec: &Spec) -> Vec<Event> {
         let join = join - join.rem_euclid(1000);
         let primary = b.rng.random_range(0..groups);
         let mut props = Map::new();
-        props.insert(
-            "source".into(),
-            json!(SOURCES[b.rng.random_range(0..SOURCES.len())]),
-        );
+        props.insert("source".into(), json!(SOURCES[b.rng.random_range(0..SOURCES.len())]));
         if !joined.is_empty() && b.rng.random::<f64>() < 0.3 {
             // Invited by an earlier member, biased toward the earliest (most established) ones.
             let r: f64 = b.rng.random();
@@ -143,34 +119,19 @@ pub fn generate(spec: &Spec) -> Vec<Event> {
                 props.insert("inviter_id".into(), json!(inviter));
             }
         }
-        b.push(
-            EventType::MemberJoined,
-            primary,
-            &member,
-            join,
-            props,
-            false,
-        );
+        b.push(EventType::MemberJoined, primary, &member, join, props, false);
         joined.push((member.clone(), join));
 
         let mut member_groups = vec![(primary, join)];
         if groups > 1 && b.rng.random::<f64>() < 0.25 {
             let other = (primary + 1 + b.rng.random_range(0..groups - 1)) % groups;
             let t = b.uniform_ts(join, (join + 30 * DAY_MS).min(end_ms));
-            b.push(
-                EventType::MemberJoined,
-                other,
-                &member,
-                t,
-                Map::new(),
-                false,
-            );
+            b.push(EventType::MemberJoined, other, &member, t, Map::new(), false);
             member_groups.push((other, t));
         }
 
         let rate = b.activity_rate_per_day();
-        let lifetime =
-            (-(b.rng.random::<f64>().max(1e-9)).ln() * 60.0 * DAY_MS as f64) as i64 + DAY_MS;
+        let lifetime = (-(b.rng.random::<f64>().max(1e-9)).ln() * 60.0 * DAY_MS as f64) as i64 + DAY_MS;
         let active_until = (join + lifetime).min(end_ms);
         for &(g, g_join) in &member_groups {
             let days = (active_until - g_join).max(0) as f64 / DAY_MS as f64;
@@ -203,39 +164,19 @@ pub fn generate(spec: &Spec) -> Vec<Event> {
         if b.rng.random::<f64>() < 0.1 {
             let t = b.uniform_ts(join, active_until);
             let mut p = Map::new();
-            p.insert(
-                "activity_id".into(),
-                json!(format!("event-{}", b.rng.random_range(1..10))),
-            );
-            b.push(
-                EventType::ActivityParticipated,
-                primary,
-                &member,
-                t,
-                p,
-                false,
-            );
+            p.insert("activity_id".into(), json!(format!("event-{}", b.rng.random_range(1..10))));
+            b.push(EventType::ActivityParticipated, primary, &member, t, p, false);
         }
         if b.rng.random::<f64>() < 0.02 {
             // History imported from before the join (counts for nothing but the archive).
             let t = b.uniform_ts(join - 10 * DAY_MS, join);
-            b.push(
-                EventType::MessagePosted,
-                primary,
-                &member,
-                t,
-                Map::new(),
-                false,
-            );
+            b.push(EventType::MessagePosted, primary, &member, t, Map::new(), false);
         }
         if b.rng.random::<f64>() < 0.08 + rate.min(1.0) * 0.1 {
             let t = b.uniform_ts(join, (join + 45 * DAY_MS).min(end_ms));
             let mut p = Map::new();
             p.insert("name".into(), json!("membership_plan"));
-            p.insert(
-                "value".into(),
-                json!([9.9, 29.0, 99.0][b.rng.random_range(0..3)]),
-            );
+            p.insert("value".into(), json!([9.9, 29.0, 99.0][b.rng.random_range(0..3)]));
             p.insert("currency".into(), json!("CNY"));
             b.push(EventType::Conversion, primary, &member, t, p, false);
         }
@@ -251,53 +192,21 @@ pub fn generate(spec: &Spec) -> Vec<Event> {
             b.push(EventType::MemberLeft, primary, &member, t, p, false);
             if reason == "left" && b.rng.random::<f64>() < 0.15 {
                 let back = b.uniform_ts(t, (t + 20 * DAY_MS).min(end_ms));
-                b.push(
-                    EventType::MemberJoined,
-                    primary,
-                    &member,
-                    back,
-                    Map::new(),
-                    false,
-                );
+                b.push(EventType::MemberJoined, primary, &member, back, Map::new(), false);
                 let t2 = b.uniform_ts(back, end_ms);
-                b.push(
-                    EventType::MessagePosted,
-                    primary,
-                    &member,
-                    t2,
-                    Map::new(),
-                    false,
-                );
+                b.push(EventType::MessagePosted, primary, &member, t2, Map::new(), false);
             }
         }
     }
     if spec.with_bot {
         for d in 0..spec.days as i64 {
             let t = start_ms + d * DAY_MS + 9 * 3_600_000;
-            b.push(
-                EventType::MessagePosted,
-                0,
-                "bot-welcome",
-                t,
-                Map::new(),
-                true,
-            );
+            b.push(EventType::MessagePosted, 0, "bot-welcome", t, Map::new(), true);
         }
-        b.push(
-            EventType::MemberJoined,
-            0,
-            "bot-welcome",
-            start_ms,
-            Map::new(),
-            true,
-        );
+        b.push(EventType::MemberJoined, 0, "bot-welcome", start_ms, Map::new(), true);
     }
     let mut events = b.events;
-    events.sort_by(|a, b| {
-        a.ts_ms
-            .cmp(&b.ts_ms)
-            .then_with(|| a.event_id.cmp(&b.event_id))
-    });
+    events.sort_by(|a, b| a.ts_ms.cmp(&b.ts_ms).then_with(|| a.event_id.cmp(&b.event_id)));
     events
 }
 
@@ -312,9 +221,7 @@ pub fn to_ndjson(events: &[Event]) -> String {
 }
 
 pub fn format_date(ts_ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ts_ms)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
+    DateTime::<Utc>::from_timestamp_millis(ts_ms).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -323,24 +230,15 @@ mod tests {
 
     #[test]
     fn same_seed_same_events_and_events_are_valid() {
-        let spec = Spec {
-            members: 200,
-            days: 60,
-            ..Spec::default()
-        };
+        let spec = Spec { members: 200, days: 60, ..Spec::default() };
         let a = generate(&spec);
         let b = generate(&spec);
         assert_eq!(a, b);
         assert!(a.len() > 400, "{}", a.len());
-        let other = generate(&Spec {
-            seed: 7,
-            ..spec.clone()
-        });
+        let other = generate(&Spec { seed: 7, ..spec.clone() });
         assert_ne!(a, other);
         for e in &a {
-            let parsed =
-                schemas::parse_event(&e.to_json_bytes(), None, &schemas::Limits::default())
-                    .unwrap();
+            let parsed = schemas::parse_event(&e.to_json_bytes(), None, &schemas::Limits::default()).unwrap();
             assert_eq!(&parsed, e);
         }
         for t in EventType::ALL {

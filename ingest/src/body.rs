@@ -14,13 +14,7 @@ pub enum Format {
 
 /// The body format from `Content-Type` (parameters such as `charset` are ignored).
 pub fn format_of(content_type: Option<&str>) -> Result<Format, ApiError> {
-    let essence = content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
+    let essence = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     match essence.as_deref() {
         Some("application/json") => Ok(Format::JsonArray),
         Some("application/x-ndjson") | Some("application/ndjson") | Some("application/jsonlines") => Ok(Format::Ndjson),
@@ -44,10 +38,7 @@ pub fn decode(body: &[u8], encoding: Option<&str>, max: usize) -> Result<Vec<u8>
     match encoding.map(|e| e.trim().to_ascii_lowercase()).as_deref() {
         None | Some("") | Some("identity") => {
             if body.len() > max {
-                return Err(too_large(format!(
-                    "body: must be at most {max} bytes, got {}",
-                    body.len()
-                )));
+                return Err(too_large(format!("body: must be at most {max} bytes, got {}", body.len())));
             }
             Ok(body.to_vec())
         }
@@ -55,15 +46,10 @@ pub fn decode(body: &[u8], encoding: Option<&str>, max: usize) -> Result<Vec<u8>
             let mut out = Vec::new();
             let mut reader = flate2::read::MultiGzDecoder::new(body).take(max as u64 + 1);
             reader.read_to_end(&mut out).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("Content-Encoding: gzip body does not decompress: {e}"),
-                )
+                ApiError::bad_request("invalid_body", format!("Content-Encoding: gzip body does not decompress: {e}"))
             })?;
             if out.len() > max {
-                return Err(too_large(format!(
-                    "body: must be at most {max} bytes after decompression"
-                )));
+                return Err(too_large(format!("body: must be at most {max} bytes after decompression")));
             }
             Ok(out)
         }
@@ -83,29 +69,16 @@ pub enum Item<'a> {
 
 /// Splits a decoded body into items. The index of an item is its position in the array, or its
 /// 0-based line number in NDJSON (blank lines are skipped but counted).
-pub fn split(
-    body: &[u8],
-    format: Format,
-    max_events: usize,
-) -> Result<Vec<(usize, Item<'_>)>, ApiError> {
+pub fn split(body: &[u8], format: Format, max_events: usize) -> Result<Vec<(usize, Item<'_>)>, ApiError> {
     let items: Vec<(usize, Item<'_>)> = match format {
         Format::JsonArray => {
             let raws: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("body: must be a JSON array of event objects: {e}"),
-                )
+                ApiError::bad_request("invalid_body", format!("body: must be a JSON array of event objects: {e}"))
             })?;
             if raws.len() > max_events {
-                return Err(too_large(format!(
-                    "body: must hold at most {max_events} events, got {}",
-                    raws.len()
-                )));
+                return Err(too_large(format!("body: must hold at most {max_events} events, got {}", raws.len())));
             }
-            raws.into_iter()
-                .enumerate()
-                .map(|(i, r)| (i, Item::Raw(r.get().as_bytes())))
-                .collect()
+            raws.into_iter().enumerate().map(|(i, r)| (i, Item::Raw(r.get().as_bytes()))).collect()
         }
         Format::Ndjson => {
             let mut items = Vec::new();
@@ -115,9 +88,7 @@ pub fn split(
                     continue;
                 }
                 if items.len() == max_events {
-                    return Err(too_large(format!(
-                        "body: must hold at most {max_events} events"
-                    )));
+                    return Err(too_large(format!("body: must hold at most {max_events} events")));
                 }
                 let item = match std::str::from_utf8(line) {
                     Ok(_) => Item::Raw(line),

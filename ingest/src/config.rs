@@ -1,3 +1,4 @@
+pub use common::KeyBinding;
 use common::Secret;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,21 +16,6 @@ pub struct IngestConfig {
     pub max_in_flight_events: usize,
     /// `Retry-After` seconds on 429 and 503.
     pub retry_after_secs: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeyBinding {
-    pub key: Secret,
-    pub communities: Vec<String>,
-}
-
-impl KeyBinding {
-    pub fn allows(&self, community_id: &str) -> bool {
-        self.communities
-            .iter()
-            .any(|c| c == "*" || c == community_id)
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,14 +84,10 @@ impl IngestConfig {
         }
         for (i, k) in self.write_keys.iter().enumerate() {
             if k.key.expose().len() < 8 {
-                return Err(format!(
-                    "write_keys[{i}].key: must be at least 8 characters"
-                ));
+                return Err(format!("write_keys[{i}].key: must be at least 8 characters"));
             }
             if k.communities.is_empty() {
-                return Err(format!(
-                    "write_keys[{i}].communities: must name at least one community or \"*\""
-                ));
+                return Err(format!("write_keys[{i}].communities: must name at least one community or \"*\""));
             }
         }
         if self.max_in_flight_events < self.limits.max_events {

@@ -38,11 +38,7 @@ impl KafkaSink {
             .set("message.timeout.ms", cfg.message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
             .create()?;
-        Ok(KafkaSink {
-            producer,
-            topic: cfg.topic.clone(),
-            healthy: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(KafkaSink { producer, topic: cfg.topic.clone(), healthy: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Watches the broker: readiness follows whether metadata for the topic can be fetched.
@@ -58,9 +54,9 @@ impl KafkaSink {
                     p.client()
                         .fetch_metadata(Some(&t), Duration::from_secs(2))
                         .map(|m| {
-                            m.topics().iter().any(|x| {
-                                x.name() == t && x.error().is_none() && !x.partitions().is_empty()
-                            })
+                            m.topics()
+                                .iter()
+                                .any(|x| x.name() == t && x.error().is_none() && !x.partitions().is_empty())
                         })
                         .unwrap_or(false)
                 })
@@ -127,12 +123,8 @@ impl EventSink for KafkaSink {
 pub async fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = client_config(cfg).create()?;
     let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(1));
-    let results = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
+    let results =
+        admin.create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
     for r in results {
         match r {
             Ok(_) => tracing::info!(topic = %cfg.topic, partitions, "topic created"),

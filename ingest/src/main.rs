@@ -11,14 +11,9 @@ async fn main() -> anyhow::Result<()> {
     common::telemetry::init_tracing("ingest");
     let args: Vec<String> = std::env::args().collect();
     let config: IngestConfig = load_config(config_path(&args, "INGEST_").as_deref(), "INGEST_")?;
-    config
-        .validate()
-        .map_err(anyhow::Error::msg)
-        .context("invalid ingest configuration")?;
+    config.validate().map_err(anyhow::Error::msg).context("invalid ingest configuration")?;
     if let Some(p) = config.kafka.create_topic_partitions {
-        ensure_topic(&config.kafka, p)
-            .await
-            .context("creating the topic")?;
+        ensure_topic(&config.kafka, p).await.context("creating the topic")?;
     }
     let sink = KafkaSink::new(&config.kafka).context("creating the Kafka producer")?;
     sink.spawn_health_check();
@@ -37,12 +32,8 @@ async fn main() -> anyhow::Result<()> {
     let listen = config.listen;
     let state = Arc::new(AppState::new(config, sink, metrics));
     let app = router(state, readiness);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "ingest listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(common::http::shutdown_signal())
-        .await?;
+    axum::serve(listener, app).with_graceful_shutdown(common::http::shutdown_signal()).await?;
     Ok(())
 }

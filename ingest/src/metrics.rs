@@ -1,6 +1,4 @@
-use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -17,14 +15,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let accepted = IntCounter::new(
-            "ingest_events_accepted_total",
-            "Events acknowledged by Kafka",
-        )?;
-        let rejected = IntCounterVec::new(
-            Opts::new("ingest_events_rejected_total", "Events rejected, by reason"),
-            &["reason"],
-        )?;
+        let accepted = IntCounter::new("ingest_events_accepted_total", "Events acknowledged by Kafka")?;
+        let rejected =
+            IntCounterVec::new(Opts::new("ingest_events_rejected_total", "Events rejected, by reason"), &["reason"])?;
         let request_seconds = HistogramVec::new(
             HistogramOpts::new("ingest_request_duration_seconds", "HTTP request latency"),
             &["route", "status"],
@@ -33,14 +26,9 @@ impl Metrics {
             "ingest_produce_duration_seconds",
             "Time from handing a batch to the producer to the last acknowledgement",
         ))?;
-        let producer_queue_depth = IntGauge::new(
-            "ingest_producer_queue_depth",
-            "Records in the producer not yet acknowledged",
-        )?;
-        let in_flight_events = IntGauge::new(
-            "ingest_in_flight_events",
-            "Accepted events waiting for Kafka acks",
-        )?;
+        let producer_queue_depth =
+            IntGauge::new("ingest_producer_queue_depth", "Records in the producer not yet acknowledged")?;
+        let in_flight_events = IntGauge::new("ingest_in_flight_events", "Accepted events waiting for Kafka acks")?;
         registry.register(Box::new(accepted.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(request_seconds.clone()))?;

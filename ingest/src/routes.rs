@@ -31,13 +31,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: IngestConfig, sink: Arc<dyn EventSink>, metrics: Metrics) -> Self {
         let permits = config.max_in_flight_events;
-        AppState {
-            config,
-            sink,
-            metrics,
-            in_flight: Semaphore::new(permits),
-            clock: wall_clock_ms,
-        }
+        AppState { config, sink, metrics, in_flight: Semaphore::new(permits), clock: wall_clock_ms }
     }
 }
 
@@ -71,21 +65,13 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .merge(ops)
 }
 
-async fn post_events(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn post_events(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let resp = match handle(&state, &headers, &body).await {
         Ok(ok) => (StatusCode::OK, Json(ok)).into_response(),
         Err(e) => {
             if e.status == StatusCode::PAYLOAD_TOO_LARGE {
-                state
-                    .metrics
-                    .rejected
-                    .with_label_values(&["too_large"])
-                    .inc();
+                state.metrics.rejected.with_label_values(&["too_large"]).inc();
             }
             e.into_response()
         }
@@ -102,36 +88,19 @@ fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn handle(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<IngestResponse, ApiError> {
+async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<IngestResponse, ApiError> {
     let cfg = &state.config;
-    let token = header_str(headers, header::AUTHORIZATION)
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "Authorization: a write key is required (Authorization: Bearer <key>)",
-            )
-        })?;
-    let binding = cfg
-        .write_keys
-        .iter()
-        .find(|k| constant_time_eq(k.key.expose().as_bytes(), token.trim().as_bytes()))
+    let token = common::auth::bearer(header_str(headers, header::AUTHORIZATION)).ok_or_else(|| {
+        ApiError::unauthorized("Authorization: a write key is required (Authorization: Bearer <key>)")
+    })?;
+    let binding = common::auth::find_key(&cfg.write_keys, token)
         .ok_or_else(|| ApiError::unauthorized("Authorization: unknown write key"))?;
     let format = format_of(header_str(headers, header::CONTENT_TYPE))?;
-    let decoded = decode(
-        body,
-        header_str(headers, header::CONTENT_ENCODING),
-        cfg.limits.max_body_bytes,
-    )?;
+    let decoded = decode(body, header_str(headers, header::CONTENT_ENCODING), cfg.limits.max_body_bytes)?;
     let items = split(&decoded, format, cfg.limits.max_events)?;
 
-    let limits = Limits {
-        max_event_bytes: cfg.limits.max_event_bytes,
-        max_future_ms: cfg.limits.max_future_hours * 3_600_000,
-    };
+    let limits =
+        Limits { max_event_bytes: cfg.limits.max_event_bytes, max_future_ms: cfg.limits.max_future_hours * 3_600_000 };
     let now = (state.clock)();
     let mut accepted: Vec<Event> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -139,16 +108,8 @@ async fn handle(
         let raw = match item {
             Item::Raw(raw) => raw,
             Item::Malformed(message) => {
-                state
-                    .metrics
-                    .rejected
-                    .with_label_values(&["malformed"])
-                    .inc();
-                errors.push(EventError {
-                    index,
-                    event_id: None,
-                    message,
-                });
+                state.metrics.rejected.with_label_values(&["malformed"]).inc();
+                errors.push(EventError { index, event_id: None, message });
                 continue;
             }
         };
@@ -157,37 +118,20 @@ async fn handle(
                 None,
                 schemas::ValidationError::new(
                     "event",
-                    format!(
-                        "must be at most {} bytes, got {}",
-                        limits.max_event_bytes,
-                        raw.len()
-                    ),
+                    format!("must be at most {} bytes, got {}", limits.max_event_bytes, raw.len()),
                 ),
             ))
         } else {
             match serde_json::from_slice::<serde_json::Value>(raw) {
-                Err(e) => Err((
-                    None,
-                    schemas::ValidationError::new("event", format!("malformed JSON: {e}")),
-                )),
-                Ok(v) => {
-                    parse_event_value(&v, Some(now), &limits).map_err(|e| (event_id_of(&v), e))
-                }
+                Err(e) => Err((None, schemas::ValidationError::new("event", format!("malformed JSON: {e}")))),
+                Ok(v) => parse_event_value(&v, Some(now), &limits).map_err(|e| (event_id_of(&v), e)),
             }
         };
         match result {
             Ok(ev) => accepted.push(ev),
             Err((event_id, e)) => {
-                state
-                    .metrics
-                    .rejected
-                    .with_label_values(&[e.reason_label()])
-                    .inc();
-                errors.push(EventError {
-                    index,
-                    event_id,
-                    message: e.to_string(),
-                });
+                state.metrics.rejected.with_label_values(&[e.reason_label()]).inc();
+                errors.push(EventError { index, event_id, message: e.to_string() });
             }
         }
     }
@@ -199,30 +143,19 @@ async fn handle(
     }
 
     if !accepted.is_empty() {
-        let n =
-            u32::try_from(accepted.len()).map_err(|_| too_large("body: too many events".into()))?;
+        let n = u32::try_from(accepted.len()).map_err(|_| too_large("body: too many events".into()))?;
         let _permits = state.in_flight.try_acquire_many(n).map_err(|_| {
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
-                "ingest queue is full; retry later",
-            )
-            .retry_after(cfg.retry_after_secs)
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "ingest queue is full; retry later")
+                .retry_after(cfg.retry_after_secs)
         })?;
         state.metrics.in_flight_events.add(n as i64);
         let produce_started = Instant::now();
         let result = state.sink.send(&accepted).await;
         state.metrics.in_flight_events.sub(n as i64);
-        state
-            .metrics
-            .producer_queue_depth
-            .set(state.sink.queue_depth());
+        state.metrics.producer_queue_depth.set(state.sink.queue_depth());
         match result {
             Ok(()) => {
-                state
-                    .metrics
-                    .produce_seconds
-                    .observe(produce_started.elapsed().as_secs_f64());
+                state.metrics.produce_seconds.observe(produce_started.elapsed().as_secs_f64());
                 state.metrics.accepted.inc_by(accepted.len() as u64);
             }
             Err(SinkError::QueueFull) => {
@@ -242,13 +175,5 @@ async fn handle(
             }
         }
     }
-    Ok(IngestResponse {
-        accepted: accepted.len(),
-        rejected: errors.len(),
-        errors,
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    Ok(IngestResponse { accepted: accepted.len(), rejected: errors.len(), errors })
 }

@@ -48,14 +48,8 @@ fn fixed_clock() -> i64 {
 fn config() -> IngestConfig {
     IngestConfig {
         write_keys: vec![
-            KeyBinding {
-                key: Secret::new("key-acme-123"),
-                communities: vec!["acme".into()],
-            },
-            KeyBinding {
-                key: Secret::new("key-all-4567"),
-                communities: vec!["*".into()],
-            },
+            KeyBinding { key: Secret::new("key-acme-123"), communities: vec!["acme".into()] },
+            KeyBinding { key: Secret::new("key-all-4567"), communities: vec!["*".into()] },
         ],
         ..IngestConfig::default()
     }
@@ -94,10 +88,7 @@ async fn post(
     if gzip {
         req = req.header("content-encoding", "gzip");
     }
-    let resp = app
-        .oneshot(req.body(Body::from(body)).unwrap())
-        .await
-        .unwrap();
+    let resp = app.oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -106,22 +97,13 @@ async fn post(
 }
 
 async fn post_json(app: axum::Router, body: Value) -> (StatusCode, Value) {
-    let (s, _, v) = post(
-        app,
-        Some("application/json"),
-        Some("key-acme-123"),
-        body.to_string().into_bytes(),
-        false,
-    )
-    .await;
+    let (s, _, v) =
+        post(app, Some("application/json"), Some("key-acme-123"), body.to_string().into_bytes(), false).await;
     (s, v)
 }
 
 fn error_message(v: &Value) -> String {
-    v["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    v["error"]["message"].as_str().unwrap_or_default().to_owned()
 }
 
 #[tokio::test]
@@ -150,70 +132,23 @@ async fn each_field_rule_rejects_only_its_event_with_field_and_rule() {
         cases.push((e, expected));
     };
     with("member_id", Value::Null, "member_id: required, got null");
-    with(
-        "member_id",
-        json!("<absent>"),
-        "member_id: required, missing",
-    );
-    with(
-        "member_id",
-        json!(""),
-        "member_id: must be 1..128 bytes, got 0",
-    );
-    with(
-        "group_id",
-        json!("g".repeat(129)),
-        "group_id: must be 1..128 bytes, got 129",
-    );
-    with(
-        "event_id",
-        json!(17),
-        "event_id: must be a string, got number",
-    );
+    with("member_id", json!("<absent>"), "member_id: required, missing");
+    with("member_id", json!(""), "member_id: must be 1..128 bytes, got 0");
+    with("group_id", json!("g".repeat(129)), "group_id: must be 1..128 bytes, got 129");
+    with("event_id", json!(17), "event_id: must be a string, got number");
     with("type", json!("message_deleted"), "type: must be one of member_joined, member_left, message_posted, reaction_added, checkin, activity_participated, conversion, got \"message_deleted\"");
-    with(
-        "community_id",
-        json!("acme corp"),
-        "community_id: must match ^[A-Za-z0-9_.-]{1,64}$, got \"acme corp\"",
-    );
-    with(
-        "ts",
-        json!("2024-05-01 08:00:00"),
-        "ts: must be RFC 3339 with an offset",
-    );
-    with(
-        "ts",
-        json!("2024-06-02T00:00:01Z"),
-        "ts: must not be more than 24h ahead of the ingest clock",
-    );
-    with(
-        "is_bot",
-        json!("yes"),
-        "is_bot: must be a boolean, got string",
-    );
-    with(
-        "platform",
-        json!(3),
-        "platform: must be a string, got number",
-    );
+    with("community_id", json!("acme corp"), "community_id: must match ^[A-Za-z0-9_.-]{1,64}$, got \"acme corp\"");
+    with("ts", json!("2024-05-01 08:00:00"), "ts: must be RFC 3339 with an offset");
+    with("ts", json!("2024-06-02T00:00:01Z"), "ts: must not be more than 24h ahead of the ingest clock");
+    with("is_bot", json!("yes"), "is_bot: must be a boolean, got string");
+    with("platform", json!(3), "platform: must be a string, got number");
     with("props", json!([1]), "props: must be an object, got array");
-    with(
-        "props",
-        json!({"text_len": -1}),
-        "props.text_len: must be an integer >= 0, got -1",
-    );
-    with(
-        "props",
-        json!({"reply_to": 5}),
-        "props.reply_to: must be a string, got number",
-    );
+    with("props", json!({"text_len": -1}), "props.text_len: must be an integer >= 0, got -1");
+    with("props", json!({"reply_to": 5}), "props.reply_to: must be a string, got number");
     with("memberId", json!("m1"), "memberId: unknown field");
     let leave = json!({"event_id": "bad-reason", "type": "member_left", "community_id": "acme", "group_id": "g1",
                        "member_id": "m1", "ts": "2024-05-01T00:00:00Z", "props": {"reason": "kicked"}});
-    cases.push((
-        leave,
-        "props.reason: must be one of left, removed, banned, got \"kicked\"",
-    ));
+    cases.push((leave, "props.reason: must be one of left, removed, banned, got \"kicked\""));
     let conv = json!({"event_id": "bad-value", "type": "conversion", "community_id": "acme", "group_id": "g1",
                       "member_id": "m1", "ts": "2024-05-01T00:00:00Z", "props": {"value": "9.9"}});
     cases.push((conv, "props.value: must be a number, got string"));
@@ -231,10 +166,7 @@ async fn each_field_rule_rejects_only_its_event_with_field_and_rule() {
         let err = &errors[i];
         assert_eq!(err["index"], i + 1, "{err}");
         let msg = err["message"].as_str().unwrap();
-        assert!(
-            msg.starts_with(expected),
-            "case {i}: got {msg:?}, want prefix {expected:?}"
-        );
+        assert!(msg.starts_with(expected), "case {i}: got {msg:?}, want prefix {expected:?}");
         if let Some(id) = case["event_id"].as_str() {
             assert_eq!(err["event_id"], id);
         }
@@ -249,11 +181,7 @@ async fn null_props_count_as_absent_and_old_timestamps_are_accepted() {
     e["props"] = json!({"text_len": null, "custom": "kept"});
     let (app, sink) = new_app();
     let (status, v) = post_json(app, json!([e])).await;
-    assert_eq!(
-        (status, v["accepted"].as_u64()),
-        (StatusCode::OK, Some(1)),
-        "{v}"
-    );
+    assert_eq!((status, v["accepted"].as_u64()), (StatusCode::OK, Some(1)), "{v}");
     let stored = sink.stored.lock().unwrap();
     assert_eq!(stored[0].props.get("custom"), Some(&json!("kept")));
     assert!(stored[0].props.get("text_len").is_none());
@@ -263,42 +191,21 @@ async fn null_props_count_as_absent_and_old_timestamps_are_accepted() {
 async fn ndjson_malformed_line_rejects_that_line_only() {
     let body = format!("{}\n{{not json\n\n{}\n", event("n1"), event("n2"));
     let (app, sink) = new_app();
-    let (status, _, v) = post(
-        app,
-        Some("application/x-ndjson"),
-        Some("key-acme-123"),
-        body.into_bytes(),
-        false,
-    )
-    .await;
+    let (status, _, v) = post(app, Some("application/x-ndjson"), Some("key-acme-123"), body.into_bytes(), false).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 2);
     assert_eq!(v["rejected"], 1);
     assert_eq!(v["errors"][0]["index"], 1);
-    assert!(
-        v["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("event: malformed JSON"),
-        "{v}"
-    );
+    assert!(v["errors"][0]["message"].as_str().unwrap().starts_with("event: malformed JSON"), "{v}");
     assert_eq!(sink.stored.lock().unwrap().len(), 2);
 }
 
 #[tokio::test]
 async fn gzip_bodies_are_decompressed() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(json!([event("z1")]).to_string().as_bytes())
-        .unwrap();
+    gz.write_all(json!([event("z1")]).to_string().as_bytes()).unwrap();
     let (app, _) = new_app();
-    let (status, _, v) = post(
-        app,
-        Some("application/json"),
-        Some("key-acme-123"),
-        gz.finish().unwrap(),
-        true,
-    )
-    .await;
+    let (status, _, v) = post(app, Some("application/json"), Some("key-acme-123"), gz.finish().unwrap(), true).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["accepted"], 1);
 }
@@ -310,19 +217,9 @@ async fn gzip_bomb_is_refused_with_413() {
     chunk.resize(11 * 1024 * 1024, b' ');
     gz.write_all(&chunk).unwrap();
     let (app, _) = new_app();
-    let (status, _, v) = post(
-        app,
-        Some("application/json"),
-        Some("key-acme-123"),
-        gz.finish().unwrap(),
-        true,
-    )
-    .await;
+    let (status, _, v) = post(app, Some("application/json"), Some("key-acme-123"), gz.finish().unwrap(), true).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        error_message(&v),
-        "body: must be at most 10485760 bytes after decompression"
-    );
+    assert_eq!(error_message(&v), "body: must be at most 10485760 bytes after decompression");
 }
 
 #[tokio::test]
@@ -331,21 +228,11 @@ async fn limits_answer_413() {
     let many: Vec<Value> = (0..10_001).map(|i| event(&format!("e{i}"))).collect();
     let (status, v) = post_json(app, Value::Array(many)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        error_message(&v),
-        "body: must hold at most 10000 events, got 10001"
-    );
+    assert_eq!(error_message(&v), "body: must hold at most 10000 events, got 10001");
 
     let (app, _) = new_app();
     let big = vec![b' '; 10 * 1024 * 1024 + 1];
-    let (status, _, _) = post(
-        app,
-        Some("application/json"),
-        Some("key-acme-123"),
-        big,
-        false,
-    )
-    .await;
+    let (status, _, _) = post(app, Some("application/json"), Some("key-acme-123"), big, false).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
     let (app, _) = new_app();
@@ -354,31 +241,15 @@ async fn limits_answer_413() {
     let (status, v) = post_json(app, json!([e, event("fine")])).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["accepted"], 1);
-    assert!(
-        v["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("event: must be at most 32768 bytes"),
-        "{v}"
-    );
+    assert!(v["errors"][0]["message"].as_str().unwrap().starts_with("event: must be at most 32768 bytes"), "{v}");
 }
 
 #[tokio::test]
 async fn content_type_and_encoding_are_checked() {
     let (app, _) = new_app();
-    let (status, _, v) = post(
-        app,
-        Some("text/plain"),
-        Some("key-acme-123"),
-        b"[]".to_vec(),
-        false,
-    )
-    .await;
+    let (status, _, v) = post(app, Some("text/plain"), Some("key-acme-123"), b"[]".to_vec(), false).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(
-        error_message(&v).starts_with("Content-Type: must be application/json"),
-        "{v}"
-    );
+    assert!(error_message(&v).starts_with("Content-Type: must be application/json"), "{v}");
     let (app, _) = new_app();
     let (status, _, _) = post(app, None, Some("key-acme-123"), b"[]".to_vec(), false).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
@@ -392,19 +263,9 @@ async fn content_type_and_encoding_are_checked() {
     let resp = app.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let (app, _) = new_app();
-    let (status, _, v) = post(
-        app,
-        Some("application/json"),
-        Some("key-acme-123"),
-        b"{\"a\":1}".to_vec(),
-        false,
-    )
-    .await;
+    let (status, _, v) = post(app, Some("application/json"), Some("key-acme-123"), b"{\"a\":1}".to_vec(), false).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        error_message(&v).starts_with("body: must be a JSON array"),
-        "{v}"
-    );
+    assert!(error_message(&v).starts_with("body: must be a JSON array"), "{v}");
 }
 
 #[tokio::test]
@@ -415,14 +276,7 @@ async fn keys_are_checked_401_and_403() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(v["error"]["code"], "unauthorized");
     let (app, _) = new_app();
-    let (status, _, _) = post(
-        app,
-        Some("application/json"),
-        Some("not-a-key-000"),
-        body.clone(),
-        false,
-    )
-    .await;
+    let (status, _, _) = post(app, Some("application/json"), Some("not-a-key-000"), body.clone(), false).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let mut other = event("k2");
     other["community_id"] = json!("globex");
@@ -436,33 +290,17 @@ async fn keys_are_checked_401_and_403() {
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        error_message(&v),
-        "community_id: this write key may not write community \"globex\""
-    );
-    assert!(
-        sink.stored.lock().unwrap().is_empty(),
-        "nothing of a forbidden request is stored"
-    );
+    assert_eq!(error_message(&v), "community_id: this write key may not write community \"globex\"");
+    assert!(sink.stored.lock().unwrap().is_empty(), "nothing of a forbidden request is stored");
     let (app, _) = new_app();
-    let (status, _, _) = post(
-        app,
-        Some("application/json"),
-        Some("key-all-4567"),
-        body,
-        false,
-    )
-    .await;
+    let (status, _, _) = post(app, Some("application/json"), Some("key-all-4567"), body, false).await;
     assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn broker_failures_answer_503_or_429_with_retry_after() {
     for (failure, expected) in [
-        (
-            SinkError::Unavailable("timed out".into()),
-            StatusCode::SERVICE_UNAVAILABLE,
-        ),
+        (SinkError::Unavailable("timed out".into()), StatusCode::SERVICE_UNAVAILABLE),
         (SinkError::QueueFull, StatusCode::TOO_MANY_REQUESTS),
     ] {
         let (app, sink) = new_app();
@@ -477,10 +315,7 @@ async fn broker_failures_answer_503_or_429_with_retry_after() {
         .await;
         assert_eq!(status, expected, "{v}");
         assert_eq!(headers.get("retry-after").unwrap(), "2");
-        assert!(
-            v.get("accepted").is_none(),
-            "nothing is reported accepted: {v}"
-        );
+        assert!(v.get("accepted").is_none(), "nothing is reported accepted: {v}");
     }
 }
 
@@ -509,39 +344,14 @@ async fn full_in_flight_queue_answers_429() {
 #[tokio::test]
 async fn ops_routes_answer() {
     let (app, _) = new_app();
-    let resp = app
-        .clone()
-        .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let resp = app
-        .clone()
-        .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let resp = app.clone().oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     let _ = post_json(app.clone(), json!([event("m1"), {"event_id": "x"}])).await;
-    let resp = app
-        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8(
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let resp = app.oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(text.contains("ingest_events_accepted_total 1"), "{text}");
-    assert!(
-        text.contains("ingest_events_rejected_total{reason=\"type\"} 1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("ingest_request_duration_seconds_bucket"),
-        "{text}"
-    );
+    assert!(text.contains("ingest_events_rejected_total{reason=\"type\"} 1"), "{text}");
+    assert!(text.contains("ingest_request_duration_seconds_bucket"), "{text}");
 }

@@ -1,1 +1,13 @@
+//! The stream processor: consumes the event topic, feeds the pure engine (one per partition),
+//! writes changed rows to ClickHouse, and only then records Kafka progress.
 
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod migrate;
+pub mod pipeline;
+pub mod rows;
+pub mod store;
+
+pub use config::ProcessorConfig;
+pub use error::ProcessorError;

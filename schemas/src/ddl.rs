@@ -11,18 +11,12 @@ impl Migration {
     /// The migration's statements for database `db`, one statement each (ClickHouse's HTTP
     /// interface takes one statement per request).
     pub fn statements(&self, db: &str) -> Vec<String> {
-        split_statements(self.sql)
-            .into_iter()
-            .map(|s| s.replace("{db}", db))
-            .collect()
+        split_statements(self.sql).into_iter().map(|s| s.replace("{db}", db)).collect()
     }
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core",
-    sql: include_str!("../clickhouse/0001_core.sql"),
-}];
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "core", sql: include_str!("../clickhouse/0001_core.sql") }];
 
 /// The bookkeeping table of the runner itself.
 pub fn migrations_table(db: &str) -> String {
@@ -33,17 +27,9 @@ pub fn migrations_table(db: &str) -> String {
 }
 
 fn split_statements(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let without_comments: String =
+        sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+    without_comments.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 #[cfg(test)]
@@ -57,10 +43,7 @@ mod tests {
             assert!(m.version > last, "migration {} out of order", m.name);
             last = m.version;
             for s in m.statements("x") {
-                assert!(
-                    s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"),
-                    "not idempotent: {s}"
-                );
+                assert!(s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"), "not idempotent: {s}");
                 assert!(!s.contains("{db}"));
             }
         }

@@ -110,14 +110,8 @@ impl Event {
     pub fn to_json(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("event_id".into(), Value::String(self.event_id.clone()));
-        obj.insert(
-            "type".into(),
-            Value::String(self.event_type.as_str().into()),
-        );
-        obj.insert(
-            "community_id".into(),
-            Value::String(self.community_id.clone()),
-        );
+        obj.insert("type".into(), Value::String(self.event_type.as_str().into()));
+        obj.insert("community_id".into(), Value::String(self.community_id.clone()));
         obj.insert("group_id".into(), Value::String(self.group_id.clone()));
         obj.insert("member_id".into(), Value::String(self.member_id.clone()));
         obj.insert("ts".into(), Value::String(self.ts_rfc3339()));

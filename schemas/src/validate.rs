@@ -15,10 +15,7 @@ pub struct ValidationError {
 
 impl ValidationError {
     pub fn new(field: impl Into<String>, rule: impl Into<String>) -> Self {
-        ValidationError {
-            field: field.into(),
-            rule: rule.into(),
-        }
+        ValidationError { field: field.into(), rule: rule.into() }
     }
 
     /// A short, stable reason for metric labels (never contains user data).
@@ -52,66 +49,36 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_event_bytes: 32 * 1024,
-            max_future_ms: 24 * 3600 * 1000,
-        }
+        Limits { max_event_bytes: 32 * 1024, max_future_ms: 24 * 3600 * 1000 }
     }
 }
 
-pub const TOP_LEVEL_FIELDS: [&str; 9] = [
-    "event_id",
-    "type",
-    "community_id",
-    "group_id",
-    "member_id",
-    "ts",
-    "platform",
-    "is_bot",
-    "props",
-];
+pub const TOP_LEVEL_FIELDS: [&str; 9] =
+    ["event_id", "type", "community_id", "group_id", "member_id", "ts", "platform", "is_bot", "props"];
 
 /// Parses and validates one event from its JSON text. `now_ms` is the ingest clock; `None`
 /// skips the future-timestamp rule (the processor re-validating records already accepted).
-pub fn parse_event(
-    bytes: &[u8],
-    now_ms: Option<i64>,
-    limits: &Limits,
-) -> Result<Event, ValidationError> {
+pub fn parse_event(bytes: &[u8], now_ms: Option<i64>, limits: &Limits) -> Result<Event, ValidationError> {
     if bytes.len() > limits.max_event_bytes {
         return Err(ValidationError::new(
             "event",
-            format!(
-                "must be at most {} bytes, got {}",
-                limits.max_event_bytes,
-                bytes.len()
-            ),
+            format!("must be at most {} bytes, got {}", limits.max_event_bytes, bytes.len()),
         ));
     }
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ValidationError::new("event", format!("malformed JSON: {e}")))?;
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| ValidationError::new("event", format!("malformed JSON: {e}")))?;
     parse_event_value(&value, now_ms, limits)
 }
 
 /// The `event_id` of a rejected event, when it has a usable one, for error reports.
 pub fn event_id_of(value: &Value) -> Option<String> {
-    value
-        .get("event_id")
-        .and_then(Value::as_str)
-        .map(|s| truncate(s, 128))
+    value.get("event_id").and_then(Value::as_str).map(|s| truncate(s, 128))
 }
 
-pub fn parse_event_value(
-    value: &Value,
-    now_ms: Option<i64>,
-    limits: &Limits,
-) -> Result<Event, ValidationError> {
-    let obj = value.as_object().ok_or_else(|| {
-        ValidationError::new(
-            "event",
-            format!("must be a JSON object, got {}", kind(value)),
-        )
-    })?;
+pub fn parse_event_value(value: &Value, now_ms: Option<i64>, limits: &Limits) -> Result<Event, ValidationError> {
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ValidationError::new("event", format!("must be a JSON object, got {}", kind(value))))?;
     for key in obj.keys() {
         if !TOP_LEVEL_FIELDS.contains(&key.as_str()) {
             return Err(ValidationError::new(
@@ -124,23 +91,13 @@ pub fn parse_event_value(
     let type_str = required_string(obj, "type")?;
     let event_type = EventType::parse(type_str).ok_or_else(|| {
         let names: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
-        ValidationError::new(
-            "type",
-            format!(
-                "must be one of {}, got {}",
-                names.join(", "),
-                quoted(type_str)
-            ),
-        )
+        ValidationError::new("type", format!("must be one of {}, got {}", names.join(", "), quoted(type_str)))
     })?;
     let community_id = required_string(obj, "community_id")?;
     if !valid_community_id(community_id) {
         return Err(ValidationError::new(
             "community_id",
-            format!(
-                "must match ^[A-Za-z0-9_.-]{{1,64}}$, got {}",
-                quoted(community_id)
-            ),
+            format!("must match ^[A-Za-z0-9_.-]{{1,64}}$, got {}", quoted(community_id)),
         ));
     }
     let group_id = bounded_string(obj, "group_id")?;
@@ -162,32 +119,17 @@ pub fn parse_event_value(
     let platform = match non_null(obj, "platform") {
         None => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(v) => {
-            return Err(ValidationError::new(
-                "platform",
-                format!("must be a string, got {}", kind(v)),
-            ))
-        }
+        Some(v) => return Err(ValidationError::new("platform", format!("must be a string, got {}", kind(v)))),
     };
     let is_bot = match non_null(obj, "is_bot") {
         None => false,
         Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(ValidationError::new(
-                "is_bot",
-                format!("must be a boolean, got {}", kind(v)),
-            ))
-        }
+        Some(v) => return Err(ValidationError::new("is_bot", format!("must be a boolean, got {}", kind(v)))),
     };
     let mut props = match non_null(obj, "props") {
         None => Map::new(),
         Some(Value::Object(m)) => m.clone(),
-        Some(v) => {
-            return Err(ValidationError::new(
-                "props",
-                format!("must be an object, got {}", kind(v)),
-            ))
-        }
+        Some(v) => return Err(ValidationError::new("props", format!("must be an object, got {}", kind(v)))),
     };
     // `null` counts as absent: dropping it here keeps the archive and the topic free of the ambiguity.
     props.retain(|_, v| !v.is_null());
@@ -234,18 +176,10 @@ pub fn typed_props(t: EventType) -> &'static [(&'static str, &'static str)] {
             ("text_len", "non_negative_integer"),
             ("content_type", "string"),
         ],
-        EventType::ReactionAdded => &[
-            ("message_id", "string"),
-            ("emoji", "string"),
-            ("target_member_id", "string"),
-        ],
+        EventType::ReactionAdded => &[("message_id", "string"), ("emoji", "string"), ("target_member_id", "string")],
         EventType::Checkin => &[("campaign_id", "string")],
         EventType::ActivityParticipated => &[("activity_id", "string")],
-        EventType::Conversion => &[
-            ("name", "string"),
-            ("value", "number"),
-            ("currency", "string"),
-        ],
+        EventType::Conversion => &[("name", "string"), ("value", "number"), ("currency", "string")],
     }
 }
 
@@ -258,10 +192,7 @@ fn prop_kind(name: &str) -> PropKind {
     }
 }
 
-fn check_typed_props(
-    t: EventType,
-    props: &Map<String, Value>,
-) -> Result<TypedProps, ValidationError> {
+fn check_typed_props(t: EventType, props: &Map<String, Value>) -> Result<TypedProps, ValidationError> {
     let mut out = TypedProps::default();
     for (key, kind_name) in typed_props(t) {
         let Some(v) = props.get(*key) else { continue };
@@ -269,26 +200,17 @@ fn check_typed_props(
         match prop_kind(kind_name) {
             PropKind::String => {
                 if !v.is_string() {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("must be a string, got {}", kind(v)),
-                    ));
+                    return Err(ValidationError::new(field, format!("must be a string, got {}", kind(v))));
                 }
             }
             PropKind::NonNegativeInteger => {
                 if v.as_u64().is_none() {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("must be an integer >= 0, got {}", short(v)),
-                    ));
+                    return Err(ValidationError::new(field, format!("must be an integer >= 0, got {}", short(v))));
                 }
             }
             PropKind::Number => {
                 if !v.is_number() {
-                    return Err(ValidationError::new(
-                        field,
-                        format!("must be a number, got {}", kind(v)),
-                    ));
+                    return Err(ValidationError::new(field, format!("must be a number, got {}", kind(v))));
                 }
             }
             PropKind::Reason => {
@@ -306,15 +228,9 @@ fn check_typed_props(
             }
         }
     }
-    out.inviter_id = props
-        .get("inviter_id")
-        .filter(|_| t == EventType::MemberJoined)
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    out.conversion_value = props
-        .get("value")
-        .filter(|_| t == EventType::Conversion)
-        .and_then(Value::as_f64);
+    out.inviter_id =
+        props.get("inviter_id").filter(|_| t == EventType::MemberJoined).and_then(Value::as_str).map(str::to_owned);
+    out.conversion_value = props.get("value").filter(|_| t == EventType::Conversion).and_then(Value::as_f64);
     Ok(out)
 }
 
@@ -322,40 +238,25 @@ fn non_null<'a>(obj: &'a Map<String, Value>, field: &str) -> Option<&'a Value> {
     obj.get(field).filter(|v| !v.is_null())
 }
 
-fn required_string<'a>(
-    obj: &'a Map<String, Value>,
-    field: &str,
-) -> Result<&'a str, ValidationError> {
+fn required_string<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, ValidationError> {
     match obj.get(field) {
         None => Err(ValidationError::new(field, "required, missing")),
         Some(Value::Null) => Err(ValidationError::new(field, "required, got null")),
         Some(Value::String(s)) => Ok(s),
-        Some(v) => Err(ValidationError::new(
-            field,
-            format!("must be a string, got {}", kind(v)),
-        )),
+        Some(v) => Err(ValidationError::new(field, format!("must be a string, got {}", kind(v)))),
     }
 }
 
-fn bounded_string<'a>(
-    obj: &'a Map<String, Value>,
-    field: &str,
-) -> Result<&'a str, ValidationError> {
+fn bounded_string<'a>(obj: &'a Map<String, Value>, field: &str) -> Result<&'a str, ValidationError> {
     let s = required_string(obj, field)?;
     if s.is_empty() || s.len() > 128 {
-        return Err(ValidationError::new(
-            field,
-            format!("must be 1..128 bytes, got {}", s.len()),
-        ));
+        return Err(ValidationError::new(field, format!("must be 1..128 bytes, got {}", s.len())));
     }
     Ok(s)
 }
 
 pub fn valid_community_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// RFC 3339 with an explicit offset; sub-millisecond digits are truncated toward the past.
@@ -363,10 +264,7 @@ pub fn parse_ts(s: &str) -> Result<i64, ValidationError> {
     let bad = || {
         ValidationError::new(
             "ts",
-            format!(
-                "must be RFC 3339 with an offset (e.g. 2024-01-01T08:00:00+08:00 or ...Z), got {}",
-                quoted(s)
-            ),
+            format!("must be RFC 3339 with an offset (e.g. 2024-01-01T08:00:00+08:00 or ...Z), got {}", quoted(s)),
         )
     };
     // chrono also takes a space or a lower-case `t` between date and time; RFC 3339 allows both.

@@ -60,10 +60,7 @@ pub struct Reference {
 
 /// The local date of an instant.
 fn local_date(ts_ms: i64, tz: Tz) -> NaiveDate {
-    Utc.timestamp_millis_opt(ts_ms)
-        .unwrap()
-        .with_timezone(&tz)
-        .date_naive()
+    Utc.timestamp_millis_opt(ts_ms).unwrap().with_timezone(&tz).date_naive()
 }
 
 /// The first day of the period holding `d`.
@@ -140,11 +137,7 @@ fn median(mut xs: Vec<i64>) -> Option<f64> {
     }
     xs.sort();
     let n = xs.len();
-    let ms = if n % 2 == 1 {
-        xs[n / 2] as f64
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) as f64 / 2.0
-    };
+    let ms = if n % 2 == 1 { xs[n / 2] as f64 } else { (xs[n / 2 - 1] + xs[n / 2]) as f64 / 2.0 };
     Some(ms / 3_600_000.0)
 }
 
@@ -152,45 +145,23 @@ fn median(mut xs: Vec<i64>) -> Option<f64> {
 /// communities' events allowed).
 pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
     let mut seen = HashSet::new();
-    let accepted: Vec<&Event> = all
-        .iter()
-        .filter(|e| e.community_id == community)
-        .filter(|e| seen.insert(e.event_id.clone()))
-        .collect();
-    let mut r = Reference {
-        events_processed: accepted.len() as u64,
-        ..Default::default()
-    };
+    let accepted: Vec<&Event> =
+        all.iter().filter(|e| e.community_id == community).filter(|e| seen.insert(e.event_id.clone())).collect();
+    let mut r = Reference { events_processed: accepted.len() as u64, ..Default::default() };
     r.as_of_ms = accepted.iter().map(|e| e.ts_ms).max();
     let Some(as_of) = r.as_of_ms else { return r };
     let events: Vec<&Event> = accepted.into_iter().filter(|e| !e.is_bot).collect();
 
     let groups: BTreeSet<String> = events.iter().map(|e| e.group_id.clone()).collect();
-    let mut scopes: Vec<(String, Vec<String>)> = groups
-        .iter()
-        .map(|g| (g.clone(), vec![g.clone()]))
-        .collect();
+    let mut scopes: Vec<(String, Vec<String>)> = groups.iter().map(|g| (g.clone(), vec![g.clone()])).collect();
     scopes.push((String::new(), groups.iter().cloned().collect()));
 
     for (scope, scope_groups) in &scopes {
-        let in_scope: Vec<&Event> = events
-            .iter()
-            .copied()
-            .filter(|e| scope_groups.contains(&e.group_id))
-            .collect();
+        let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
         let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
         for member in members {
-            let mine: Vec<&Event> = in_scope
-                .iter()
-                .copied()
-                .filter(|e| e.member_id == member)
-                .collect();
-            let Some(j) = mine
-                .iter()
-                .filter(|e| e.event_type == EventType::MemberJoined)
-                .map(|e| e.ts_ms)
-                .min()
-            else {
+            let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == member).collect();
+            let Some(j) = mine.iter().filter(|e| e.event_type == EventType::MemberJoined).map(|e| e.ts_ms).min() else {
                 continue;
             };
             let participation: Vec<i64> = mine
@@ -200,9 +171,7 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
                 .collect();
             for g in GRANULARITIES {
                 let cohort = period_start(local_date(j, p.tz), g);
-                *r.sizes
-                    .entry((scope.clone(), g.into(), cohort))
-                    .or_default() += 1;
+                *r.sizes.entry((scope.clone(), g.into(), cohort)).or_default() += 1;
                 let last = period_start(local_date(as_of, p.tz), g);
                 let n = periods_between(cohort, last, g) + 1;
                 let mut period = cohort;
@@ -212,11 +181,7 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
                     let on = participation.iter().any(|&t| t >= lo && t < hi);
                     let on_or_after = participation.iter().any(|&t| t >= lo);
                     let member_at_end = is_in(&mine, scope_groups, hi - 1);
-                    for (mode, hit) in [
-                        ("on", on),
-                        ("on_or_after", on_or_after),
-                        ("membership", member_at_end),
-                    ] {
+                    for (mode, hit) in [("on", on), ("on_or_after", on_or_after), ("membership", member_at_end)] {
                         let row = r
                             .retention
                             .entry((scope.clone(), g.into(), mode.into(), cohort))
@@ -233,36 +198,20 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
 
     // Activation, from the member list again so that it does not lean on the loop above.
     for (scope, scope_groups) in &scopes {
-        let in_scope: Vec<&Event> = events
-            .iter()
-            .copied()
-            .filter(|e| scope_groups.contains(&e.group_id))
-            .collect();
+        let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
         let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
         for g in GRANULARITIES {
             let mut per_cohort: BTreeMap<NaiveDate, (u64, Vec<i64>, bool)> = BTreeMap::new();
             for member in &members {
-                let mine: Vec<&Event> = in_scope
-                    .iter()
-                    .copied()
-                    .filter(|e| e.member_id == *member)
-                    .collect();
-                let Some(j) = mine
-                    .iter()
-                    .filter(|e| e.event_type == EventType::MemberJoined)
-                    .map(|e| e.ts_ms)
-                    .min()
+                let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == *member).collect();
+                let Some(j) = mine.iter().filter(|e| e.event_type == EventType::MemberJoined).map(|e| e.ts_ms).min()
                 else {
                     continue;
                 };
                 let window_end = j + p.activation_window_days * 86_400_000;
                 let mut times: Vec<i64> = mine
                     .iter()
-                    .filter(|e| {
-                        p.activation_types.contains(&e.event_type)
-                            && e.ts_ms >= j
-                            && e.ts_ms < window_end
-                    })
+                    .filter(|e| p.activation_types.contains(&e.event_type) && e.ts_ms >= j && e.ts_ms < window_end)
                     .map(|e| e.ts_ms)
                     .collect();
                 times.sort();

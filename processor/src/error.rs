@@ -1,0 +1,13 @@
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("topic {0}: not found or has no partitions")]
+    NoTopic(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}

@@ -1,0 +1,42 @@
+//! Applies `schemas::ddl::MIGRATIONS` in order, each once. Statements are idempotent, so a run
+//! cut short is finished by the next one.
+
+use crate::error::ProcessorError;
+use clickhouse::Row;
+use serde::Deserialize;
+
+#[derive(Row, Deserialize)]
+struct Applied {
+    version: u32,
+}
+
+pub async fn migrate(client: &clickhouse::Client, database: &str) -> Result<Vec<u32>, ProcessorError> {
+    let root = client.clone().with_database("default");
+    root.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await?;
+    root.query(&schemas::ddl::migrations_table(database)).execute().await?;
+    let applied: Vec<u32> = root
+        .query(&format!("SELECT version FROM {database}.schema_migrations"))
+        .fetch_all::<Applied>()
+        .await?
+        .into_iter()
+        .map(|a| a.version)
+        .collect();
+    let mut newly = Vec::new();
+    for m in schemas::ddl::MIGRATIONS {
+        if applied.contains(&m.version) {
+            continue;
+        }
+        for statement in m.statements(database) {
+            root.query(&statement).execute().await?;
+        }
+        root.query(&format!(
+            "INSERT INTO {database}.schema_migrations (version, name, applied_at) VALUES ({}, '{}', now())",
+            m.version, m.name
+        ))
+        .execute()
+        .await?;
+        tracing::info!(version = m.version, name = m.name, "migration applied");
+        newly.push(m.version);
+    }
+    Ok(newly)
+}

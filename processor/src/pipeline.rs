@@ -1,0 +1,308 @@
+//! The consume → engine → write → progress loop.
+//!
+//! Offsets are owned here, not by the consumer group: at start every partition is read from the
+//! beginning to rebuild the engine's state, silently up to the offset the previous run had
+//! written (so readers never see a table go backwards), then normally. Rows are absolute values
+//! with a version above anything written before, so re-writing after a crash is harmless; the
+//! progress row and the Kafka commit come only after the rows they cover are in ClickHouse.
+
+use crate::config::ProcessorConfig;
+use crate::error::ProcessorError;
+use crate::metrics::Metrics;
+use crate::rows::*;
+use crate::store::{Batch, Store};
+use common::Readiness;
+use engine::Engine;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use schemas::{parse_event, Limits};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+struct PartitionState {
+    engine: Engine,
+    /// Version of the next rows written for this partition.
+    version: u64,
+    next_offset: i64,
+    /// Offsets below this were archived and covered by written rows in an earlier run.
+    archived_until: i64,
+    high_watermark: i64,
+}
+
+pub struct Pipeline {
+    cfg: ProcessorConfig,
+    consumer: StreamConsumer,
+    store: Store,
+    readiness: Readiness,
+    core: Core,
+    last_progress_write: Instant,
+}
+
+/// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
+struct Core {
+    metrics: Metrics,
+    partitions: BTreeMap<i32, PartitionState>,
+    /// Community-wide `as_of` across every partition this process owns.
+    as_of: HashMap<String, i64>,
+    pending_raw: Vec<RawEventRow>,
+    limits: Limits,
+    progress_dirty: bool,
+}
+
+pub fn consumer(cfg: &ProcessorConfig) -> Result<StreamConsumer, ProcessorError> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v.expose());
+    }
+    Ok(c.create()?)
+}
+
+impl Pipeline {
+    pub async fn start(
+        cfg: ProcessorConfig,
+        store: Store,
+        metrics: Metrics,
+        readiness: Readiness,
+    ) -> Result<Self, ProcessorError> {
+        let consumer = consumer(&cfg)?;
+        let ids = wait_for_partitions(&consumer, &cfg.kafka.topic).await?;
+        let mut partitions = BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in ids {
+            let pu = p as u32;
+            let (low, high) = watermarks(&consumer, &cfg.kafka.topic, p)?;
+            let mut engine = Engine::new(cfg.metrics.clone());
+            let cohorts: Vec<_> =
+                store.written_cohorts(pu).await?.iter().filter_map(CohortSizeRow::to_engine).collect();
+            let cells: Vec<_> = store.written_retention(pu).await?.iter().filter_map(RetentionRow::to_engine).collect();
+            engine.seed_written(&cohorts, &cells);
+            // A topic that was recreated (shorter than what was archived) is read as new.
+            let archived_until = store.archived_until(&cfg.kafka.topic, pu).await?.min(high);
+            let version = store.max_version(pu).await? + 1;
+            tracing::info!(
+                partition = p,
+                low,
+                high,
+                archived_until,
+                version,
+                seeded_cells = cells.len(),
+                "partition assigned"
+            );
+            tpl.add_partition_offset(&cfg.kafka.topic, p, Offset::Beginning)?;
+            partitions
+                .insert(p, PartitionState { engine, version, next_offset: low, archived_until, high_watermark: high });
+        }
+        consumer.assign(&tpl)?;
+        let limits = Limits { max_future_ms: i64::MAX / 4, ..Limits::default() };
+        let core =
+            Core { metrics, partitions, as_of: HashMap::new(), pending_raw: Vec::new(), limits, progress_dirty: true };
+        Ok(Pipeline { cfg, consumer, store, readiness, core, last_progress_write: Instant::now() })
+    }
+
+    fn catching_up(&self) -> bool {
+        self.core.partitions.values().any(|s| s.next_offset < s.archived_until)
+    }
+
+    /// Runs until `shutdown` resolves; what was consumed by then is written before returning.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProcessorError> {
+        tokio::pin!(shutdown);
+        let interval = Duration::from_millis(self.cfg.flush.interval_ms);
+        if !self.catching_up() {
+            self.readiness.set(true);
+        }
+        loop {
+            let deadline = tokio::time::Instant::now() + interval;
+            let mut consumed = 0usize;
+            let mut stop = false;
+            while consumed < self.cfg.flush.max_records {
+                tokio::select! {
+                    _ = &mut shutdown => { stop = true; break; }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    msg = self.consumer.recv() => match msg {
+                        Ok(m) => {
+                            self.core.handle(m.partition(), m.offset(), m.payload());
+                            consumed += 1;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "kafka consume error");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                    },
+                }
+            }
+            self.core.metrics.records_consumed.inc_by(consumed as u64);
+            if consumed > 0 {
+                self.core.progress_dirty = true;
+            }
+            let progress_due = self.last_progress_write.elapsed() > Duration::from_secs(2);
+            if !self.catching_up() && (consumed > 0 || progress_due || stop) {
+                if progress_due {
+                    self.refresh_watermarks();
+                    self.last_progress_write = Instant::now();
+                }
+                self.flush(stop).await?;
+            }
+            if stop {
+                tracing::info!("processor stopped");
+                return Ok(());
+            }
+        }
+    }
+
+    fn refresh_watermarks(&mut self) {
+        let topic = self.cfg.kafka.topic.clone();
+        for (p, st) in self.core.partitions.iter_mut() {
+            if let Ok((_, high)) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, *p)) {
+                // Some brokers (Tansu 0.6) answer a log end below offsets already consumed.
+                let high = high.max(st.next_offset);
+                if high != st.high_watermark {
+                    st.high_watermark = high;
+                    self.core.progress_dirty = true;
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self, stopping: bool) -> Result<(), ProcessorError> {
+        let started = Instant::now();
+        let core = &mut self.core;
+        let mut batch = Batch { raw: std::mem::take(&mut core.pending_raw), ..Batch::default() };
+        let as_of = &core.as_of;
+        for (&p, st) in core.partitions.iter_mut() {
+            let out = st.engine.flush(&|c| as_of.get(c).copied());
+            if out.is_empty() && !core.progress_dirty {
+                continue;
+            }
+            let (pu, v) = (p as u32, st.version);
+            st.version += 1;
+            batch.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, pu, v)));
+            batch.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, pu, v)));
+            batch.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
+            batch.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
+            batch.progress.push(ProgressRow {
+                topic: self.cfg.kafka.topic.clone(),
+                partition: pu,
+                next_offset: st.next_offset,
+                high_watermark: st.high_watermark,
+                version: v,
+            });
+        }
+        core.metrics.flush_seconds.with_label_values(&["engine"]).observe(started.elapsed().as_secs_f64());
+        if batch.progress.is_empty() && batch.raw.is_empty() {
+            return Ok(());
+        }
+        let write_started = Instant::now();
+        self.write_with_retry(&batch, stopping).await?;
+        self.core.metrics.flush_seconds.with_label_values(&["write"]).observe(write_started.elapsed().as_secs_f64());
+        self.last_progress_write = Instant::now();
+        self.core.progress_dirty = false;
+        let mut tpl = TopicPartitionList::new();
+        let mut lag = 0;
+        for (&p, st) in self.core.partitions.iter_mut() {
+            st.archived_until = st.archived_until.max(st.next_offset);
+            lag += (st.high_watermark - st.next_offset).max(0);
+            if st.next_offset > 0 {
+                let _ = tpl.add_partition_offset(&self.cfg.kafka.topic, p, Offset::Offset(st.next_offset));
+            }
+        }
+        self.core.metrics.consumer_lag.set(lag);
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "offset commit failed (progress is in ClickHouse)");
+            }
+        }
+        tracing::debug!(rows = batch.rows(), lag, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        Ok(())
+    }
+
+    /// Retries a failed write with exponential backoff until it succeeds. Nothing is consumed
+    /// meanwhile, so memory stays bounded; on shutdown it gives up, and progress stays where it
+    /// was (the next run redoes the work).
+    async fn write_with_retry(&self, batch: &Batch, stopping: bool) -> Result<(), ProcessorError> {
+        let mut delay = Duration::from_millis(self.cfg.flush.backoff_ms);
+        let mut attempts = 0;
+        loop {
+            match self.store.write(batch).await {
+                Ok(()) => {
+                    if attempts > 0 {
+                        tracing::info!(attempts, "clickhouse write succeeded after retries");
+                    }
+                    self.readiness.set(true);
+                    return Ok(());
+                }
+                Err(e) => {
+                    attempts += 1;
+                    self.core.metrics.write_failures.inc();
+                    self.readiness.set(false);
+                    tracing::warn!(error = %e, attempts, retry_in_ms = delay.as_millis() as u64, "clickhouse write failed");
+                    if stopping && attempts >= 3 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(self.cfg.flush.max_backoff_ms));
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    fn handle(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+        let Some(st) = self.partitions.get_mut(&partition) else { return };
+        st.next_offset = offset + 1;
+        st.high_watermark = st.high_watermark.max(offset + 1);
+        let ev = match parse_event(payload.unwrap_or_default(), None, &self.limits) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.metrics.invalid_records.with_label_values(&[e.reason_label()]).inc();
+                tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; skipped");
+                return;
+            }
+        };
+        if !st.engine.apply(&ev) {
+            self.metrics.duplicates.inc();
+            return;
+        }
+        self.metrics.events_processed.inc();
+        let a = self.as_of.entry(ev.community_id.clone()).or_insert(ev.ts_ms);
+        *a = (*a).max(ev.ts_ms);
+        if offset >= st.archived_until {
+            self.pending_raw.push(RawEventRow::new(&ev, partition, offset));
+        }
+    }
+}
+
+fn watermarks(consumer: &StreamConsumer, topic: &str, p: i32) -> Result<(i64, i64), ProcessorError> {
+    Ok(consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?)
+}
+
+/// Waits until the topic exists and has partitions (the processor may start before the broker
+/// or before the topic is created).
+async fn wait_for_partitions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>, ProcessorError> {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 0.. {
+        let md = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5)));
+        match md {
+            Ok(md) => {
+                if let Some(t) = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()) {
+                    if !t.partitions().is_empty() {
+                        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+                        ids.sort_unstable();
+                        return Ok(ids);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, attempt, "waiting for the broker"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    Err(ProcessorError::NoTopic(topic.to_owned()))
+}

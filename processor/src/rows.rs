@@ -1,0 +1,193 @@
+//! ClickHouse row types of the derived tables (columns as documented in docs/tables.md).
+//! `Date` columns travel as days since 1970-01-01 (their RowBinary form).
+
+use clickhouse::Row;
+use engine::period::date_to_day;
+use engine::{CohortRow, CommunityStat, MemberFact, RetentionCell};
+use serde::{Deserialize, Serialize};
+
+pub fn days(d: chrono::NaiveDate) -> u16 {
+    date_to_day(d).clamp(0, u16::MAX as i32) as u16
+}
+
+pub fn date(days: u16) -> chrono::NaiveDate {
+    engine::period::day_to_date(days as i32)
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct RawEventRow {
+    pub community_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub group_id: String,
+    pub member_id: String,
+    pub ts_ms: i64,
+    pub platform: String,
+    pub is_bot: u8,
+    pub props: String,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+}
+
+impl RawEventRow {
+    pub fn new(e: &schemas::Event, partition: i32, offset: i64) -> Self {
+        RawEventRow {
+            community_id: e.community_id.clone(),
+            event_id: e.event_id.clone(),
+            event_type: e.event_type.as_str().to_owned(),
+            group_id: e.group_id.clone(),
+            member_id: e.member_id.clone(),
+            ts_ms: e.ts_ms,
+            platform: e.platform.clone().unwrap_or_default(),
+            is_bot: e.is_bot as u8,
+            props: serde_json::Value::Object(e.props.clone()).to_string(),
+            kafka_partition: partition,
+            kafka_offset: offset,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct CohortSizeRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: String,
+    pub cohort: u16,
+    pub partition: u32,
+    pub size: u64,
+    pub version: u64,
+}
+
+impl CohortSizeRow {
+    pub fn new(r: &CohortRow, partition: u32, version: u64) -> Self {
+        CohortSizeRow {
+            community_id: r.community_id.clone(),
+            group_id: r.group_id.clone(),
+            granularity: r.granularity.as_str().to_owned(),
+            cohort: days(r.cohort),
+            partition,
+            size: r.size,
+            version,
+        }
+    }
+
+    pub fn to_engine(&self) -> Option<CohortRow> {
+        Some(CohortRow {
+            community_id: self.community_id.clone(),
+            group_id: self.group_id.clone(),
+            granularity: engine::Granularity::parse(&self.granularity)?,
+            cohort: date(self.cohort),
+            size: self.size,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct RetentionRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: String,
+    pub mode: String,
+    pub cohort: u16,
+    pub period_offset: u32,
+    pub period: u16,
+    pub partition: u32,
+    pub members: u64,
+    pub version: u64,
+}
+
+impl RetentionRow {
+    pub fn new(c: &RetentionCell, partition: u32, version: u64) -> Self {
+        RetentionRow {
+            community_id: c.community_id.clone(),
+            group_id: c.group_id.clone(),
+            granularity: c.granularity.as_str().to_owned(),
+            mode: c.mode.as_str().to_owned(),
+            cohort: days(c.cohort),
+            period_offset: c.offset,
+            period: days(c.period),
+            partition,
+            members: c.members,
+            version,
+        }
+    }
+
+    pub fn to_engine(&self) -> Option<RetentionCell> {
+        Some(RetentionCell {
+            community_id: self.community_id.clone(),
+            group_id: self.group_id.clone(),
+            granularity: engine::Granularity::parse(&self.granularity)?,
+            mode: engine::Mode::parse(&self.mode)?,
+            cohort: date(self.cohort),
+            offset: self.period_offset,
+            period: date(self.period),
+            members: self.members,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct MemberFactRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub member_id: String,
+    pub partition: u32,
+    pub join_ms: i64,
+    pub cohort_day: u16,
+    pub cohort_week: u16,
+    pub cohort_month: u16,
+    pub activated: u8,
+    pub activation_ms: i64,
+    pub activation_window_end_ms: i64,
+    pub version: u64,
+}
+
+impl MemberFactRow {
+    pub fn new(m: &MemberFact, partition: u32, version: u64) -> Self {
+        MemberFactRow {
+            community_id: m.community_id.clone(),
+            group_id: m.group_id.clone(),
+            member_id: m.member_id.clone(),
+            partition,
+            join_ms: m.join_ms,
+            cohort_day: days(m.cohort_day),
+            cohort_week: days(m.cohort_week),
+            cohort_month: days(m.cohort_month),
+            activated: m.activated as u8,
+            activation_ms: m.activation_ms,
+            activation_window_end_ms: m.activation_window_end_ms,
+            version,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct CommunityStatRow {
+    pub community_id: String,
+    pub partition: u32,
+    pub events_processed: u64,
+    pub max_ts_ms: i64,
+    pub version: u64,
+}
+
+impl CommunityStatRow {
+    pub fn new(s: &CommunityStat, partition: u32, version: u64) -> Self {
+        CommunityStatRow {
+            community_id: s.community_id.clone(),
+            partition,
+            events_processed: s.events_processed,
+            max_ts_ms: s.max_ts_ms,
+            version,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct ProgressRow {
+    pub topic: String,
+    pub partition: u32,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    pub version: u64,
+}

@@ -1,0 +1,121 @@
+//! The ClickHouse side of the processor: writes a flush's rows, then the progress they cover,
+//! and reads back what an earlier run left (versions, written cells, archived offsets).
+
+use crate::error::ProcessorError;
+use crate::metrics::Metrics;
+use crate::rows::*;
+use clickhouse::{Client, Row};
+use serde::Deserialize;
+use std::time::Instant;
+
+/// Everything one flush writes. Progress goes last, in its own insert, after the rest succeeded.
+#[derive(Default)]
+pub struct Batch {
+    pub raw: Vec<RawEventRow>,
+    pub cohorts: Vec<CohortSizeRow>,
+    pub retention: Vec<RetentionRow>,
+    pub members: Vec<MemberFactRow>,
+    pub stats: Vec<CommunityStatRow>,
+    pub progress: Vec<ProgressRow>,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.raw.len() + self.cohorts.len() + self.retention.len() + self.members.len() + self.stats.len()
+    }
+}
+
+pub struct Store {
+    client: Client,
+    metrics: Metrics,
+}
+
+impl Store {
+    pub fn new(client: Client, metrics: Metrics) -> Self {
+        Store { client, metrics }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), ProcessorError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut insert = self.client.insert::<T>(table).await?;
+        for r in rows {
+            insert.write(r).await?;
+        }
+        insert.end().await?;
+        self.metrics.clickhouse_insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
+        self.metrics.rows_written.with_label_values(&[table]).inc_by(rows.len() as u64);
+        Ok(())
+    }
+
+    /// Writes derived rows and the raw archive, then the progress rows. A failure anywhere leaves
+    /// progress where it was, so the same rows are written again on retry or restart.
+    pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
+        self.insert("events_raw", &batch.raw).await?;
+        self.insert("cohorts", &batch.cohorts).await?;
+        self.insert("retention", &batch.retention).await?;
+        self.insert("member_facts", &batch.members).await?;
+        self.insert("community_stats", &batch.stats).await?;
+        self.insert("processor_progress", &batch.progress).await?;
+        Ok(())
+    }
+
+    /// The highest version any derived row of `partition` carries: the next run continues above it.
+    pub async fn max_version(&self, partition: u32) -> Result<u64, ProcessorError> {
+        #[derive(Row, Deserialize)]
+        struct V {
+            v: u64,
+        }
+        let mut max = 0;
+        for table in ["cohorts", "retention", "member_facts", "community_stats"] {
+            let sql = format!("SELECT toUInt64(max(version)) AS v FROM {table} WHERE partition = ?");
+            let rows = self.client.query(&sql).bind(partition).fetch_all::<V>().await?;
+            max = max.max(rows.first().map(|r| r.v).unwrap_or(0));
+        }
+        Ok(max)
+    }
+
+    /// Offsets below this were archived (and their derived rows written) by an earlier run.
+    pub async fn archived_until(&self, topic: &str, partition: u32) -> Result<i64, ProcessorError> {
+        #[derive(Row, Deserialize)]
+        struct O {
+            o: i64,
+        }
+        let rows = self
+            .client
+            .query("SELECT toInt64(max(next_offset)) AS o FROM processor_progress WHERE topic = ? AND partition = ?")
+            .bind(topic)
+            .bind(partition)
+            .fetch_all::<O>()
+            .await?;
+        Ok(rows.first().map(|r| r.o).unwrap_or(0))
+    }
+
+    pub async fn written_cohorts(&self, partition: u32) -> Result<Vec<CohortSizeRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM cohorts FINAL WHERE partition = ? AND size > 0")
+            .bind(partition)
+            .fetch_all::<CohortSizeRow>()
+            .await?)
+    }
+
+    pub async fn written_retention(&self, partition: u32) -> Result<Vec<RetentionRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query("SELECT ?fields FROM retention FINAL WHERE partition = ? AND members > 0")
+            .bind(partition)
+            .fetch_all::<RetentionRow>()
+            .await?)
+    }
+}
