@@ -1,0 +1,31 @@
+use common::{ClickHouseConfig, KeyBinding};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+    pub clickhouse: ClickHouseConfig,
+    /// Read keys and the communities each may read (`"*"` = any community).
+    pub read_keys: Vec<KeyBinding>,
+    /// `Retry-After` seconds when ClickHouse does not answer.
+    pub retry_after_secs: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            listen: "127.0.0.1:8083".parse().expect("address"),
+            clickhouse: ClickHouseConfig::default(),
+            read_keys: Vec::new(),
+            retry_after_secs: 2,
+        }
+    }
+}
+
+impl QueryConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        common::auth::validate_keys(&self.read_keys, "read_keys")
+    }
+}

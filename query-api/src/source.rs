@@ -1,0 +1,229 @@
+//! Where the numbers come from. `ClickHouseSource` reads the processor's tables: each derived
+//! row is a partition's partial value, so cells are `sum(...)` over partitions of the `FINAL`
+//! (newest-version) rows. The trait lets the HTTP layer be tested without a database.
+
+use crate::error::QueryError;
+use crate::params::Selection;
+use chrono::NaiveDate;
+use clickhouse::{Client, Row};
+use engine::{Granularity, Mode};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CohortValues {
+    pub cohort: NaiveDate,
+    pub size: u64,
+    pub values: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivationRow {
+    pub cohort: NaiveDate,
+    pub size: u64,
+    pub activated: u64,
+    pub median_hours_to_activate: Option<f64>,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Freshness {
+    pub as_of_ms: Option<i64>,
+    pub events_processed: u64,
+    pub lag_events: i64,
+}
+
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueryError>> + Send + 'a>>;
+
+pub trait Source: Send + Sync + 'static {
+    fn retention<'a>(&'a self, sel: &'a Selection, mode: Mode) -> BoxFut<'a, Vec<CohortValues>>;
+    fn activation<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ActivationRow>>;
+    fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness>;
+    fn ping(&self) -> BoxFut<'_, ()>;
+}
+
+pub struct ClickHouseSource {
+    client: Client,
+    metrics: crate::metrics::Metrics,
+}
+
+impl ClickHouseSource {
+    pub fn new(client: Client, metrics: crate::metrics::Metrics) -> Self {
+        ClickHouseSource { client, metrics }
+    }
+
+    fn timer(&self, what: &str) -> prometheus::HistogramTimer {
+        self.metrics.clickhouse_query_seconds.with_label_values(&[what]).start_timer()
+    }
+}
+
+fn date(days: u16) -> NaiveDate {
+    engine::period::day_to_date(days as i32)
+}
+
+fn date_filter(sel: &Selection, column: &str) -> String {
+    let mut sql = String::new();
+    if sel.from.is_some() {
+        sql.push_str(&format!(" AND {column} >= toDate(?)"));
+    }
+    if sel.to.is_some() {
+        sql.push_str(&format!(" AND {column} <= toDate(?)"));
+    }
+    sql
+}
+
+fn bind_dates(mut q: clickhouse::query::Query, sel: &Selection) -> clickhouse::query::Query {
+    if let Some(f) = sel.from {
+        q = q.bind(f.to_string());
+    }
+    if let Some(t) = sel.to {
+        q = q.bind(t.to_string());
+    }
+    q
+}
+
+/// The `member_facts` column that holds the cohort of a granularity (a fixed list, never input).
+fn cohort_column(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Day => "cohort_day",
+        Granularity::Week => "cohort_week",
+        Granularity::Month => "cohort_month",
+    }
+}
+
+impl Source for ClickHouseSource {
+    fn retention<'a>(&'a self, sel: &'a Selection, mode: Mode) -> BoxFut<'a, Vec<CohortValues>> {
+        Box::pin(async move {
+            let _t = self.timer("retention");
+            #[derive(Row, Deserialize)]
+            struct Size {
+                cohort: u16,
+                size: u64,
+            }
+            #[derive(Row, Deserialize)]
+            struct Cell {
+                cohort: u16,
+                period_offset: u32,
+                members: u64,
+            }
+            let sql = format!(
+                "SELECT cohort, toUInt64(sum(size)) AS size FROM cohorts FINAL \
+                 WHERE community_id = ? AND group_id = ? AND granularity = ?{} \
+                 GROUP BY cohort HAVING size > 0 ORDER BY cohort",
+                date_filter(sel, "cohort")
+            );
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let sizes = bind_dates(q, sel).fetch_all::<Size>().await?;
+            let sql = format!(
+                "SELECT cohort, period_offset, toUInt64(sum(members)) AS members FROM retention FINAL \
+                 WHERE community_id = ? AND group_id = ? AND granularity = ? AND mode = ?{} \
+                 GROUP BY cohort, period_offset ORDER BY cohort, period_offset",
+                date_filter(sel, "cohort")
+            );
+            let q = self
+                .client
+                .query(&sql)
+                .bind(&sel.community)
+                .bind(sel.scope_key())
+                .bind(sel.granularity.as_str())
+                .bind(mode.as_str());
+            let cells = bind_dates(q, sel).fetch_all::<Cell>().await?;
+            let mut rows: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
+            for c in cells {
+                let v = rows.entry(c.cohort).or_default();
+                let k = c.period_offset as usize;
+                if v.len() <= k {
+                    v.resize(k + 1, 0);
+                }
+                v[k] = c.members;
+            }
+            Ok(sizes
+                .into_iter()
+                .map(|s| CohortValues {
+                    cohort: date(s.cohort),
+                    size: s.size,
+                    values: rows.remove(&s.cohort).unwrap_or_default(),
+                })
+                .collect())
+        })
+    }
+
+    fn activation<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ActivationRow>> {
+        Box::pin(async move {
+            let _t = self.timer("activation");
+            #[derive(Row, Deserialize)]
+            struct Agg {
+                cohort: u16,
+                n_members: u64,
+                n_activated: u64,
+                times: Vec<i64>,
+                window_end: i64,
+            }
+            let col = cohort_column(sel.granularity);
+            let sql = format!(
+                "SELECT {col} AS cohort, toUInt64(count()) AS n_members, toUInt64(sum(activated)) AS n_activated, \
+                 groupArrayIf(activation_ms, activated = 1) AS times, max(activation_window_end_ms) AS window_end \
+                 FROM member_facts FINAL WHERE community_id = ? AND group_id = ?{} \
+                 GROUP BY cohort ORDER BY cohort",
+                date_filter(sel, col)
+            );
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
+            Ok(rows
+                .into_iter()
+                .map(|a| ActivationRow {
+                    cohort: date(a.cohort),
+                    size: a.n_members,
+                    activated: a.n_activated,
+                    median_hours_to_activate: engine::table::median_hours(a.times),
+                    complete: as_of_ms.is_some_and(|t| a.window_end <= t),
+                })
+                .collect())
+        })
+    }
+
+    fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness> {
+        Box::pin(async move {
+            let _t = self.timer("freshness");
+            #[derive(Row, Deserialize)]
+            struct Stats {
+                n: u64,
+                max_ts: i64,
+                partitions: u64,
+            }
+            #[derive(Row, Deserialize)]
+            struct Lag {
+                lag: i64,
+            }
+            let stats = self
+                .client
+                .query(
+                    "SELECT toUInt64(sum(events_processed)) AS n, toInt64(max(max_ts_ms)) AS max_ts, \
+                     toUInt64(count()) AS partitions FROM community_stats FINAL WHERE community_id = ?",
+                )
+                .bind(community)
+                .fetch_all::<Stats>()
+                .await?;
+            let lag = self
+                .client
+                .query("SELECT toInt64(sum(greatest(high_watermark - next_offset, 0))) AS lag FROM processor_progress FINAL")
+                .fetch_all::<Lag>()
+                .await?;
+            let s = stats.first();
+            Ok(Freshness {
+                as_of_ms: s.filter(|s| s.partitions > 0).map(|s| s.max_ts),
+                events_processed: s.map(|s| s.n).unwrap_or(0),
+                lag_events: lag.first().map(|l| l.lag).unwrap_or(0),
+            })
+        })
+    }
+
+    fn ping(&self) -> BoxFut<'_, ()> {
+        Box::pin(async move {
+            self.client.query("SELECT 1").execute().await?;
+            Ok(())
+        })
+    }
+}
