@@ -12,7 +12,7 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_clickhouse() {
-    if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/bin/clickhouse ]; then return 0; fi
+    if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ]; then return 0; fi
     log "installing clickhouse-server from Debian's packages"
     as_root apt-get update -qq
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
@@ -62,7 +62,7 @@ start_clickhouse() {
     sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$port#g" -e "s#@TCP_PORT@#$tcp_port#g" \
         "$ROOT/deploy/clickhouse/config.xml.in" > "$dir/config.xml"
     cp "$ROOT/deploy/clickhouse/users.xml" "$dir/users.xml"
-    local bin; bin="$(command -v clickhouse-server || echo /usr/bin/clickhouse-server)"
+    local bin; bin="$(command -v clickhouse-server || echo /usr/sbin/clickhouse-server)"
     "$bin" --config-file="$dir/config.xml" >"$dir/log/stdout.log" 2>&1 &
     echo $! > "$dir/pid"
     wait_http "http://127.0.0.1:$port/ping" 60

