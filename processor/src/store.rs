@@ -5,6 +5,7 @@ use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::rows::*;
 use clickhouse::{Client, Row};
+use schemas::queries;
 use serde::Deserialize;
 use std::time::Instant;
 
@@ -77,9 +78,8 @@ impl Store {
             v: u64,
         }
         let mut max = 0;
-        for table in ["cohorts", "retention", "member_facts", "community_stats"] {
-            let sql = format!("SELECT toUInt64(max(version)) AS v FROM {table} WHERE partition = ?");
-            let rows = self.client.query(&sql).bind(partition).fetch_all::<V>().await?;
+        for table in queries::DERIVED_TABLES {
+            let rows = self.client.query(&queries::max_version(table)).bind(partition).fetch_all::<V>().await?;
             max = max.max(rows.first().map(|r| r.v).unwrap_or(0));
         }
         Ok(max)
@@ -91,31 +91,15 @@ impl Store {
         struct O {
             o: i64,
         }
-        let rows = self
-            .client
-            .query("SELECT toInt64(max(next_offset)) AS o FROM processor_progress WHERE topic = ? AND partition = ?")
-            .bind(topic)
-            .bind(partition)
-            .fetch_all::<O>()
-            .await?;
+        let rows = self.client.query(queries::ARCHIVED_UNTIL).bind(topic).bind(partition).fetch_all::<O>().await?;
         Ok(rows.first().map(|r| r.o).unwrap_or(0))
     }
 
     pub async fn written_cohorts(&self, partition: u32) -> Result<Vec<CohortSizeRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query("SELECT ?fields FROM cohorts FINAL WHERE partition = ? AND size > 0")
-            .bind(partition)
-            .fetch_all::<CohortSizeRow>()
-            .await?)
+        Ok(self.client.query(queries::WRITTEN_COHORTS).bind(partition).fetch_all::<CohortSizeRow>().await?)
     }
 
     pub async fn written_retention(&self, partition: u32) -> Result<Vec<RetentionRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query("SELECT ?fields FROM retention FINAL WHERE partition = ? AND members > 0")
-            .bind(partition)
-            .fetch_all::<RetentionRow>()
-            .await?)
+        Ok(self.client.query(queries::WRITTEN_RETENTION).bind(partition).fetch_all::<RetentionRow>().await?)
     }
 }

@@ -7,6 +7,7 @@ use crate::params::Selection;
 use chrono::NaiveDate;
 use clickhouse::{Client, Row};
 use engine::{Granularity, Mode};
+use schemas::queries;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -63,17 +64,6 @@ fn date(days: u16) -> NaiveDate {
     engine::period::day_to_date(days as i32)
 }
 
-fn date_filter(sel: &Selection, column: &str) -> String {
-    let mut sql = String::new();
-    if sel.from.is_some() {
-        sql.push_str(&format!(" AND {column} >= toDate(?)"));
-    }
-    if sel.to.is_some() {
-        sql.push_str(&format!(" AND {column} <= toDate(?)"));
-    }
-    sql
-}
-
 fn bind_dates(mut q: clickhouse::query::Query, sel: &Selection) -> clickhouse::query::Query {
     if let Some(f) = sel.from {
         q = q.bind(f.to_string());
@@ -108,20 +98,10 @@ impl Source for ClickHouseSource {
                 period_offset: u32,
                 members: u64,
             }
-            let sql = format!(
-                "SELECT cohort, toUInt64(sum(size)) AS size FROM cohorts FINAL \
-                 WHERE community_id = ? AND group_id = ? AND granularity = ?{} \
-                 GROUP BY cohort HAVING size > 0 ORDER BY cohort",
-                date_filter(sel, "cohort")
-            );
+            let sql = queries::cohort_sizes(sel.from.is_some(), sel.to.is_some());
             let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
             let sizes = bind_dates(q, sel).fetch_all::<Size>().await?;
-            let sql = format!(
-                "SELECT cohort, period_offset, toUInt64(sum(members)) AS members FROM retention FINAL \
-                 WHERE community_id = ? AND group_id = ? AND granularity = ? AND mode = ?{} \
-                 GROUP BY cohort, period_offset ORDER BY cohort, period_offset",
-                date_filter(sel, "cohort")
-            );
+            let sql = queries::retention_cells(sel.from.is_some(), sel.to.is_some());
             let q = self
                 .client
                 .query(&sql)
@@ -162,13 +142,7 @@ impl Source for ClickHouseSource {
                 window_end: i64,
             }
             let col = cohort_column(sel.granularity);
-            let sql = format!(
-                "SELECT {col} AS cohort, toUInt64(count()) AS n_members, toUInt64(sum(activated)) AS n_activated, \
-                 groupArrayIf(activation_ms, activated = 1) AS times, max(activation_window_end_ms) AS window_end \
-                 FROM member_facts FINAL WHERE community_id = ? AND group_id = ?{} \
-                 GROUP BY cohort ORDER BY cohort",
-                date_filter(sel, col)
-            );
+            let sql = queries::activation(col, sel.from.is_some(), sel.to.is_some());
             let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
             let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
             Ok(rows
@@ -197,20 +171,8 @@ impl Source for ClickHouseSource {
             struct Lag {
                 lag: i64,
             }
-            let stats = self
-                .client
-                .query(
-                    "SELECT toUInt64(sum(events_processed)) AS n, toInt64(max(max_ts_ms)) AS max_ts, \
-                     toUInt64(count()) AS partitions FROM community_stats FINAL WHERE community_id = ?",
-                )
-                .bind(community)
-                .fetch_all::<Stats>()
-                .await?;
-            let lag = self
-                .client
-                .query("SELECT toInt64(sum(greatest(high_watermark - next_offset, 0))) AS lag FROM processor_progress FINAL")
-                .fetch_all::<Lag>()
-                .await?;
+            let stats = self.client.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
+            let lag = self.client.query(queries::CONSUMER_LAG).fetch_all::<Lag>().await?;
             let s = stats.first();
             Ok(Freshness {
                 as_of_ms: s.filter(|s| s.partitions > 0).map(|s| s.max_ts),

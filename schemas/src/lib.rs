@@ -3,6 +3,7 @@
 
 pub mod ddl;
 pub mod event;
+pub mod queries;
 pub mod validate;
 
 pub use event::{Event, EventType, LeaveReason};

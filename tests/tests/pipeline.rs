@@ -202,6 +202,13 @@ fn pipeline_matches_reference_through_restart() {
     let archived = stack.sql("SELECT count() FROM events_raw FINAL WHERE community_id = 'e2e'").unwrap();
     assert_eq!(archived.trim().parse::<u64>().unwrap(), distinct(&events, "e2e"));
 
+    // Every statement the services can send (all parameter variants) runs on this ClickHouse.
+    for (kind, sql) in schemas::queries::catalog(&stack.database) {
+        if kind == "query" {
+            stack.sql(&sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+    }
+
     // Read keys never cross tenants.
     let (status, v) = get(&client, &stack, "/v1/communities/e2e/retention", OTHER_READ_KEY);
     assert_eq!(status, 403, "{v}");

@@ -1,0 +1,141 @@
+//! Every SQL statement the services send, in one place, so that `examples/sql_catalog.rs` can
+//! print them for a check against a current ClickHouse (`schemas/tests/check_current_clickhouse.py`)
+//! while the end-to-end test runs them on 18.16. `?` marks a bound value.
+
+/// `AND column >= toDate(?)` / `<= toDate(?)` for the optional `from` / `to` of a request.
+pub fn date_filter(column: &str, from: bool, to: bool) -> String {
+    let mut sql = String::new();
+    if from {
+        sql.push_str(&format!(" AND {column} >= toDate(?)"));
+    }
+    if to {
+        sql.push_str(&format!(" AND {column} <= toDate(?)"));
+    }
+    sql
+}
+
+/// Binds: community, group ('' = community scope), granularity, [from], [to].
+pub fn cohort_sizes(from: bool, to: bool) -> String {
+    format!(
+        "SELECT cohort, toUInt64(sum(size)) AS size FROM cohorts FINAL \
+         WHERE community_id = ? AND group_id = ? AND granularity = ?{} \
+         GROUP BY cohort HAVING size > 0 ORDER BY cohort",
+        date_filter("cohort", from, to)
+    )
+}
+
+/// Binds: community, group, granularity, mode, [from], [to].
+pub fn retention_cells(from: bool, to: bool) -> String {
+    format!(
+        "SELECT cohort, period_offset, toUInt64(sum(members)) AS members FROM retention FINAL \
+         WHERE community_id = ? AND group_id = ? AND granularity = ? AND mode = ?{} \
+         GROUP BY cohort, period_offset ORDER BY cohort, period_offset",
+        date_filter("cohort", from, to)
+    )
+}
+
+/// `cohort_column` is one of `cohort_day`, `cohort_week`, `cohort_month` (never user input).
+/// Binds: community, group, [from], [to].
+pub fn activation(cohort_column: &str, from: bool, to: bool) -> String {
+    format!(
+        "SELECT {cohort_column} AS cohort, toUInt64(count()) AS n_members, toUInt64(sum(activated)) AS n_activated, \
+         groupArrayIf(activation_ms, activated = 1) AS times, max(activation_window_end_ms) AS window_end \
+         FROM member_facts FINAL WHERE community_id = ? AND group_id = ?{} \
+         GROUP BY cohort ORDER BY cohort",
+        date_filter(cohort_column, from, to)
+    )
+}
+
+/// Binds: community.
+pub const COMMUNITY_STATS: &str = "SELECT toUInt64(sum(events_processed)) AS n, toInt64(max(max_ts_ms)) AS max_ts, \
+     toUInt64(count()) AS partitions FROM community_stats FINAL WHERE community_id = ?";
+
+pub const CONSUMER_LAG: &str =
+    "SELECT toInt64(sum(greatest(high_watermark - next_offset, 0))) AS lag FROM processor_progress FINAL";
+
+/// Binds: partition. `table` is one of the derived tables (never user input).
+pub fn max_version(table: &str) -> String {
+    format!("SELECT toUInt64(max(version)) AS v FROM {table} WHERE partition = ?")
+}
+
+pub const DERIVED_TABLES: [&str; 4] = ["cohorts", "retention", "member_facts", "community_stats"];
+
+/// Binds: topic, partition.
+pub const ARCHIVED_UNTIL: &str =
+    "SELECT toInt64(max(next_offset)) AS o FROM processor_progress WHERE topic = ? AND partition = ?";
+
+/// Binds: partition.
+pub const WRITTEN_COHORTS: &str = "SELECT community_id, group_id, granularity, cohort, partition, size, version \
+     FROM cohorts FINAL WHERE partition = ? AND size > 0";
+
+/// Binds: partition.
+pub const WRITTEN_RETENTION: &str = "SELECT community_id, group_id, granularity, mode, cohort, period_offset, period, \
+     partition, members, version FROM retention FINAL WHERE partition = ? AND members > 0";
+
+use crate::ddl;
+
+fn bind(sql: &str, values: &[&str]) -> String {
+    let mut out = String::new();
+    let mut it = values.iter();
+    for (i, part) in sql.split('?').enumerate() {
+        if i > 0 {
+            let v = it.next().expect("enough sample values");
+            // Numbers bind unquoted, strings quoted, as the clickhouse crate does.
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                out.push_str(v);
+            } else {
+                out.push_str(&format!("'{v}'"));
+            }
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+/// Every statement with sample values bound: `("ddl" | "query", sql)`. Queries name tables
+/// without the database, as the services do (they connect with `database=<db>`).
+pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut emit = |kind: &'static str, sql: String| out.push((kind, sql));
+    emit("ddl", format!("CREATE DATABASE IF NOT EXISTS {db}"));
+    emit("ddl", ddl::migrations_table(db));
+    for m in ddl::MIGRATIONS {
+        for s in m.statements(db) {
+            emit("ddl", s);
+        }
+    }
+    for (from, to) in [(false, false), (true, false), (false, true), (true, true)] {
+        let dates: Vec<&str> =
+            [from.then_some("2024-01-01"), to.then_some("2024-03-31")].into_iter().flatten().collect();
+        let mut b = vec!["demo", "", "week"];
+        b.extend(&dates);
+        emit("query", bind(&cohort_sizes(from, to), &b));
+        let mut b = vec!["demo", "g1", "month", "on_or_after"];
+        b.extend(&dates);
+        emit("query", bind(&retention_cells(from, to), &b));
+        for col in ["cohort_day", "cohort_week", "cohort_month"] {
+            let mut b = vec!["demo", ""];
+            b.extend(&dates);
+            emit("query", bind(&activation(col, from, to), &b));
+        }
+    }
+    emit("query", bind(COMMUNITY_STATS, &["demo"]));
+    emit("query", CONSUMER_LAG.to_string());
+    for t in DERIVED_TABLES {
+        emit("query", bind(&max_version(t), &["0"]));
+    }
+    emit("query", bind(ARCHIVED_UNTIL, &["engagement-events", "0"]));
+    emit("query", bind(WRITTEN_COHORTS, &["0"]));
+    emit("query", bind(WRITTEN_RETENTION, &["0"]));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn catalog_binds_every_placeholder() {
+        let c = super::catalog("db");
+        assert!(c.len() > 30);
+        assert!(c.iter().all(|(_, sql)| !sql.contains('?')));
+    }
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Runs every statement the pipeline sends to ClickHouse (printed by the `sql_catalog` example)
+on a current ClickHouse engine embedded by the `chdb-core` package, after inserting one sample
+row per table so that the queries read real data. The end-to-end test runs the same statements
+on Debian's 18.16. Usage: cargo run -q -p schemas --example sql_catalog -- DB | check_current_clickhouse.py DB
+"""
+import json
+import sys
+import tempfile
+
+from chdb import session
+
+db = sys.argv[1] if len(sys.argv) > 1 else "engagement"
+statements = [json.loads(line) for line in sys.stdin if line.strip()]
+samples = [
+    f"INSERT INTO {db}.events_raw VALUES ('demo','e1','message_posted','g1','m1',1704067200000,'qq',0,'{{}}',0,0)",
+    f"INSERT INTO {db}.cohorts VALUES ('demo','','week','2024-01-01',0,3,1)",
+    f"INSERT INTO {db}.retention VALUES ('demo','g1','month','on_or_after','2024-01-01',0,'2024-01-01',0,2,1)",
+    f"INSERT INTO {db}.member_facts VALUES ('demo','','m1',0,1704067200000,'2024-01-01','2024-01-01','2024-01-01',1,3600000,1704672000000,1)",
+    f"INSERT INTO {db}.community_stats VALUES ('demo',0,10,1704067200000,1)",
+    f"INSERT INTO {db}.processor_progress VALUES ('engagement-events',0,10,12,1)",
+]
+passed = failed = 0
+with tempfile.TemporaryDirectory() as tmp:
+    s = session.Session(tmp)
+    ddl = [st["sql"] for st in statements if st["kind"] == "ddl"]
+    queries = [st["sql"] for st in statements if st["kind"] == "query"]
+    # The services connect with `database=<db>`; their queries name tables without it.
+    for sql in ddl + samples + [f"USE {db}"] + queries:
+        try:
+            s.query(sql, "TSV")
+            passed += 1
+        except Exception as e:  # noqa: BLE001 - report every failure, then fail
+            failed += 1
+            if failed <= 5:
+                print(f"FAILED: {sql}\n  {str(e)[:400]}")
+    version = s.query("SELECT version()", "TSV").data().strip()
+    print(f"chdb (ClickHouse {version}): {len(ddl)} DDL statements, {len(samples)} inserts, {len(queries)} queries")
+if len(statements) < 10:
+    print("FAILED: the catalog is unexpectedly short")
+    failed += 1
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
