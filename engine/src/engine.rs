@@ -13,6 +13,9 @@ use std::sync::Arc;
 /// `""` is the community scope; anything else is a group id.
 type Scope = Arc<str>;
 
+/// A member's contribution in each of its scopes.
+type Contributions = Vec<(Scope, Option<ScopeContribution>)>;
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct CohortKey {
     scope: Scope,
@@ -119,7 +122,7 @@ struct Community {
     scopes: HashMap<String, Scope>,
     members: HashMap<String, MemberState>,
     /// Members changed since the last flush, with their contribution before the first change.
-    touched: HashMap<String, Vec<(Scope, Option<ScopeContribution>)>>,
+    touched: HashMap<String, Contributions>,
     cohorts: HashMap<CohortKey, CohortAgg>,
     dirty_cohorts: HashSet<CohortKey>,
     written: HashMap<CohortKey, Written>,
@@ -274,7 +277,7 @@ impl Engine {
 }
 
 fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityConfig, out: &mut Output) {
-    let mut touched: Vec<(String, Vec<(Scope, Option<ScopeContribution>)>)> = comm.touched.drain().collect();
+    let mut touched: Vec<(String, Contributions)> = comm.touched.drain().collect();
     touched.sort_by(|a, b| a.0.cmp(&b.0));
     for (member_id, before) in touched {
         let member = comm.members.get_mut(&member_id).expect("touched members exist");

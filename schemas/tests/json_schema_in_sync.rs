@@ -17,7 +17,8 @@ fn structure_matches_the_rust_types() {
     assert_eq!(props, TOP_LEVEL_FIELDS.into_iter().collect());
     let required: BTreeSet<&str> = s["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(required, ["event_id", "type", "community_id", "group_id", "member_id", "ts"].into_iter().collect());
-    let types: Vec<&str> = s["properties"]["type"]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let types: Vec<&str> =
+        s["properties"]["type"]["enum"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(types, EventType::ALL.map(EventType::as_str).to_vec());
     for t in EventType::ALL {
         let rule = s["allOf"]
@@ -26,12 +27,8 @@ fn structure_matches_the_rust_types() {
             .iter()
             .find(|r| r["if"]["properties"]["type"]["const"] == t.as_str())
             .unwrap_or_else(|| panic!("no typed-props rule for {t}"));
-        let in_schema: BTreeSet<&str> = rule["then"]["properties"]["props"]["properties"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let in_schema: BTreeSet<&str> =
+            rule["then"]["properties"]["props"]["properties"].as_object().unwrap().keys().map(String::as_str).collect();
         let in_rust: BTreeSet<&str> = typed_props(t).iter().map(|(k, _)| *k).collect();
         assert_eq!(in_schema, in_rust, "typed props of {t}");
     }
