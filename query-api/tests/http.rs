@@ -1,0 +1,217 @@
+//! The query API's HTTP layer (axum `oneshot`) over a fake source: parameters, keys, formats,
+//! and what a failing store looks like to a dashboard.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::NaiveDate;
+use common::{KeyBinding, Readiness, Secret};
+use engine::Mode;
+use http_body_util::BodyExt;
+use query_api::metrics::Metrics;
+use query_api::params::Selection;
+use query_api::source::{ActivationRow, BoxFut, CohortValues, Freshness, Source};
+use query_api::{router, AppState, QueryConfig};
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct Fake {
+    fail: bool,
+    seen: Mutex<Vec<(Selection, Option<Mode>)>>,
+}
+
+fn d(s: &str) -> NaiveDate {
+    s.parse().unwrap()
+}
+
+impl Source for Fake {
+    fn retention<'a>(&'a self, sel: &'a Selection, mode: Mode) -> BoxFut<'a, Vec<CohortValues>> {
+        self.seen.lock().unwrap().push((sel.clone(), Some(mode)));
+        let fail = self.fail;
+        Box::pin(async move {
+            if fail {
+                return Err(query_api::QueryError::ClickHouse(clickhouse::error::Error::Custom("down".into())));
+            }
+            Ok(vec![
+                CohortValues { cohort: d("2024-01-01"), size: 10, values: vec![10, 4, 2] },
+                CohortValues { cohort: d("2024-01-08"), size: 5, values: vec![5, 1] },
+            ])
+        })
+    }
+    fn activation<'a>(&'a self, sel: &'a Selection, _as_of: Option<i64>) -> BoxFut<'a, Vec<ActivationRow>> {
+        self.seen.lock().unwrap().push((sel.clone(), None));
+        Box::pin(async move {
+            Ok(vec![ActivationRow {
+                cohort: d("2024-01-01"),
+                size: 10,
+                activated: 3,
+                median_hours_to_activate: Some(1.5),
+                complete: true,
+            }])
+        })
+    }
+    fn freshness<'a>(&'a self, _c: &'a str) -> BoxFut<'a, Freshness> {
+        Box::pin(
+            async move { Ok(Freshness { as_of_ms: Some(1_704_153_600_000), events_processed: 42, lag_events: 3 }) },
+        )
+    }
+    fn ping(&self) -> BoxFut<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn app(fake: Arc<Fake>) -> axum::Router {
+    let config = QueryConfig {
+        read_keys: vec![
+            KeyBinding { key: Secret::new("read-acme-1"), communities: vec!["acme".into()] },
+            KeyBinding { key: Secret::new("read-other-1"), communities: vec!["other".into()] },
+        ],
+        ..QueryConfig::default()
+    };
+    let state = Arc::new(AppState { config, source: fake, metrics: Metrics::new().unwrap() });
+    router(state, Readiness::default())
+}
+
+async fn get(
+    app: axum::Router,
+    uri: &str,
+    key: Option<&str>,
+    accept: Option<&str>,
+) -> (StatusCode, Option<String>, String) {
+    let mut req = Request::get(uri);
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    let status = resp.status();
+    let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+    let body = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    (status, retry, body)
+}
+
+#[tokio::test]
+async fn retention_json_has_the_spec_shape() {
+    let fake = Arc::new(Fake::default());
+    let (status, _, body) = get(
+        app(fake.clone()),
+        "/v1/communities/acme/retention?granularity=week&mode=on_or_after&group=g1",
+        Some("read-acme-1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        json!({"community": "acme", "group": "g1", "granularity": "week", "mode": "on_or_after",
+               "as_of": "2024-01-02T00:00:00.000Z",
+               "cohorts": [{"cohort": "2024-01-01", "size": 10, "values": [10, 4, 2]},
+                           {"cohort": "2024-01-08", "size": 5, "values": [5, 1]}]})
+    );
+    let seen = fake.seen.lock().unwrap();
+    assert_eq!(seen[0].0.scope_key(), "g1");
+    assert_eq!(seen[0].1, Some(Mode::OnOrAfter));
+}
+
+#[tokio::test]
+async fn defaults_are_week_on_and_community_scope() {
+    let fake = Arc::new(Fake::default());
+    let (status, _, body) = get(app(fake.clone()), "/v1/communities/acme/retention", Some("read-acme-1"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["granularity"].clone(), v["mode"].clone(), v["group"].clone()),
+        (json!("week"), json!("on"), Value::Null)
+    );
+    assert_eq!(fake.seen.lock().unwrap()[0].0.scope_key(), "");
+}
+
+#[tokio::test]
+async fn csv_by_parameter_or_accept_header() {
+    for (uri, accept) in
+        [("/v1/communities/acme/retention?format=csv", None), ("/v1/communities/acme/retention", Some("text/csv"))]
+    {
+        let (status, _, body) = get(app(Arc::new(Fake::default())), uri, Some("read-acme-1"), accept).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "cohort,size,period_offset,value\r\n2024-01-01,10,0,10\r\n2024-01-01,10,1,4\r\n2024-01-01,10,2,2\r\n\
+             2024-01-08,5,0,5\r\n2024-01-08,5,1,1\r\n"
+        );
+    }
+    let (_, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/activation?format=csv", Some("read-acme-1"), None)
+            .await;
+    assert_eq!(body, "cohort,size,activated,median_hours_to_activate,complete\r\n2024-01-01,10,3,1.5,true\r\n");
+    let (_, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/freshness?format=csv", Some("read-acme-1"), None)
+            .await;
+    assert_eq!(body, "as_of,events_processed,lag_events\r\n2024-01-02T00:00:00.000Z,42,3\r\n");
+}
+
+#[tokio::test]
+async fn bad_parameters_answer_400_naming_the_parameter() {
+    let cases = [
+        ("granularity=year", "granularity: must be one of day, week, month, got \"year\""),
+        ("mode=sometimes", "mode: must be one of on, on_or_after, membership, got \"sometimes\""),
+        ("from=2024-13-01", "from: must be a date YYYY-MM-DD, got \"2024-13-01\""),
+        ("to=yesterday", "to: must be a date YYYY-MM-DD, got \"yesterday\""),
+        ("from=2024-03-01&to=2024-01-01", "from: must not be after to (2024-03-01 > 2024-01-01)"),
+        ("format=xml", "format: must be json or csv, got \"xml\""),
+    ];
+    for (q, msg) in cases {
+        let (status, _, body) = get(
+            app(Arc::new(Fake::default())),
+            &format!("/v1/communities/acme/retention?{q}"),
+            Some("read-acme-1"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_parameter");
+        assert_eq!(v["error"]["message"], msg, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn date_range_is_passed_to_the_source() {
+    let fake = Arc::new(Fake::default());
+    let (status, _, _) = get(
+        app(fake.clone()),
+        "/v1/communities/acme/activation?granularity=month&from=2024-01-01&to=2024-02-01",
+        Some("read-acme-1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let sel = fake.seen.lock().unwrap()[0].0.clone();
+    assert_eq!((sel.from, sel.to), (Some(d("2024-01-01")), Some(d("2024-02-01"))));
+}
+
+#[tokio::test]
+async fn keys_never_cross_tenants() {
+    for path in ["retention", "activation", "freshness"] {
+        let uri = format!("/v1/communities/acme/{path}");
+        let (status, _, _) = get(app(Arc::new(Fake::default())), &uri, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = get(app(Arc::new(Fake::default())), &uri, Some("no-such-key"), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = get(app(Arc::new(Fake::default())), &uri, Some("read-other-1"), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(!body.contains("cohorts"));
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_answers_503_with_retry_after() {
+    let fake = Arc::new(Fake { fail: true, ..Fake::default() });
+    let (status, retry, body) = get(app(fake), "/v1/communities/acme/retention", Some("read-acme-1"), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry.as_deref(), Some("2"));
+    assert!(body.contains("\"code\":\"unavailable\""), "{body}");
+}
