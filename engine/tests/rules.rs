@@ -75,7 +75,11 @@ fn weekly_tables_match_hand_computed_values() {
     for (scope, mode, cohort, values) in expected {
         let ctx = format!("{scope:?} {mode:?} {cohort}");
         assert_eq!(&t.retention_row("c", scope, w, *mode, d(cohort)), values, "engine {ctx}");
-        assert_eq!(&r.retention[&(scope.to_string(), "week".into(), mode.as_str().into(), d(cohort))], values, "reference {ctx}");
+        assert_eq!(
+            &r.retention[&(scope.to_string(), "week".into(), mode.as_str().into(), d(cohort))],
+            values,
+            "reference {ctx}"
+        );
     }
     let size = |scope: &str, c: &str| t.cohorts.get(&("c".into(), scope.into(), w, d(c))).copied();
     assert_eq!((size("", "2024-01-01"), size("", "2024-01-08"), size("g1", "2024-01-01")), (Some(2), Some(1), Some(2)));

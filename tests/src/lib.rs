@@ -24,9 +24,10 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn bin_dir() -> PathBuf {
-    // target/<profile>/deps/<test-binary>
+    // A test runs from target/<profile>/deps/, a binary (the load tool) from target/<profile>/.
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let dir = exe.parent().unwrap();
+    if dir.ends_with("deps") { dir.parent().unwrap() } else { dir }.to_path_buf()
 }
 
 pub fn service_bin(name: &str) -> Result<PathBuf> {
@@ -189,9 +190,7 @@ impl Stack {
         let query_url = format!("http://127.0.0.1:{query_port}");
         let processor_url = format!("http://127.0.0.1:{processor_port}");
         let keys = |k: &str, other: &str| {
-            format!(
-                "[{{key=\"{k}\",communities=[\"e2e\",\"e2e-other\"]}},{{key=\"{other}\",communities=[\"e2e-other\"]}}]"
-            )
+            format!("[{{key=\"{k}\",communities=[\"*\"]}},{{key=\"{other}\",communities=[\"e2e-other\"]}}]")
         };
         let mut ingest = Command::new(service_bin("ingest")?);
         ingest

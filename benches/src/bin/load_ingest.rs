@@ -1,0 +1,89 @@
+//! Load run: starts a whole stack on loopback (the e2e harness), posts a generated community
+//! through `POST /v1/events` with a given batch size and concurrency, and reports ingest
+//! events/s and the time from the last accepted event to the tables being complete (freshness).
+//!
+//!   cargo build --release --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
+
+use anyhow::{bail, Result};
+use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].clone()).unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let members: usize = arg(&args, "--members", "20000").parse()?;
+    let concurrency: usize = arg(&args, "--concurrency", "8").parse()?;
+    let batches: Vec<usize> =
+        arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let stack = tokio::task::spawn_blocking(|| Stack::start("load", 4)).await??;
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+    println!("| batch | events | concurrency | ingest events/s | last event sent → tables complete |");
+    println!("|---|---|---|---|---|");
+    for batch in batches {
+        let community = format!("load-{batch}");
+        let spec =
+            generator::Spec { community_id: community.clone(), members, groups: 4, days: 180, ..Default::default() };
+        let events = generator::generate(&spec);
+        let bodies: Vec<String> = events
+            .chunks(batch)
+            .map(|c| c.iter().map(|e| e.to_json().to_string() + "\n").collect::<String>())
+            .collect();
+        let bodies = Arc::new(bodies);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (client, bodies, next, url) = (client.clone(), bodies.clone(), next.clone(), stack.ingest_url.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { return Ok::<u64, anyhow::Error>(0) };
+                    loop {
+                        let resp = client
+                            .post(format!("{url}/v1/events"))
+                            .bearer_auth(WRITE_KEY)
+                            .header("content-type", "application/x-ndjson")
+                            .body(body.clone())
+                            .send()
+                            .await?;
+                        match resp.status().as_u16() {
+                            200 => break,
+                            429 | 503 => tokio::time::sleep(Duration::from_millis(200)).await,
+                            s => bail!("ingest answered {s}"),
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let sent = started.elapsed();
+        let sent_at = Instant::now();
+        let fresh_url = format!("{}/v1/communities/{community}/freshness", stack.query_url);
+        loop {
+            let v: serde_json::Value = client.get(&fresh_url).bearer_auth(READ_KEY).send().await?.json().await?;
+            if v["events_processed"].as_u64() == Some(events.len() as u64) {
+                break;
+            }
+            if sent_at.elapsed() > Duration::from_secs(600) {
+                bail!("not processed after 600 s: {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let complete = sent_at.elapsed();
+        println!(
+            "| {batch} | {} | {concurrency} | {:.0} | {:.2} s |",
+            events.len(),
+            events.len() as f64 / sent.as_secs_f64(),
+            complete.as_secs_f64()
+        );
+    }
+    drop(stack);
+    Ok(())
+}
