@@ -5,6 +5,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
+mkdir -p "$SCRATCH"
 
 ensure_clickhouse
 ensure_tansu

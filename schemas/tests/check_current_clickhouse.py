@@ -34,8 +34,19 @@ with tempfile.TemporaryDirectory() as tmp:
             failed += 1
             if failed <= 5:
                 print(f"FAILED: {sql}\n  {str(e)[:400]}")
+    # The analyst queries of docs/metrics.md, as written.
+    import pathlib, re
+    docs = pathlib.Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
+    doc_queries = re.findall(r"```sql\n(.*?)```", docs.read_text(), re.S)
+    for sql in doc_queries:
+        try:
+            s.query(sql, "TSV")
+            passed += 1
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print(f"FAILED (docs/metrics.md): {sql}\n  {str(e)[:400]}")
     version = s.query("SELECT version()", "TSV").data().strip()
-    print(f"chdb (ClickHouse {version}): {len(ddl)} DDL statements, {len(samples)} inserts, {len(queries)} queries")
+    print(f"chdb (ClickHouse {version}): {len(ddl)} DDL statements, {len(samples)} inserts, {len(queries)} queries, {len(doc_queries)} docs queries")
 if len(statements) < 10:
     print("FAILED: the catalog is unexpectedly short")
     failed += 1

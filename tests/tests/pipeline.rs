@@ -209,6 +209,14 @@ fn pipeline_matches_reference_through_restart() {
         }
     }
 
+    // The analyst queries in docs/metrics.md run as written.
+    let docs = std::fs::read_to_string(e2e_tests::repo_root().join("docs/metrics.md")).unwrap();
+    let blocks: Vec<&str> = docs.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+    assert!(blocks.len() >= 3);
+    for q in blocks {
+        stack.sql(q).unwrap_or_else(|e| panic!("docs query failed: {q}\n{e}"));
+    }
+
     // Read keys never cross tenants.
     let (status, v) = get(&client, &stack, "/v1/communities/e2e/retention", OTHER_READ_KEY);
     assert_eq!(status, 403, "{v}");
