@@ -6,6 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 mkdir -p "$SCRATCH"
+STARTED=$(date +%s)
 
 ensure_clickhouse
 ensure_tansu
@@ -29,6 +30,7 @@ cargo test --workspace --no-fail-fast 2>&1 | tee "$SCRATCH/test.log" | grep -vE 
 if grep -qE '^test result: FAILED|error: test failed|could not compile' "$SCRATCH/test.log"; then
     log "tests failed (full log: $SCRATCH/test.log)"; exit 1
 fi
+log "all checks done in $(( $(date +%s) - STARTED )) s"
 python3 - "$SCRATCH/test.log" <<'PY'
 import re, sys
 p = f = 0

@@ -88,6 +88,7 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+#[tracing::instrument(name = "ingest.request", skip_all, fields(body_bytes = body.len(), accepted, rejected))]
 async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<IngestResponse, ApiError> {
     let cfg = &state.config;
     let token = common::auth::bearer(header_str(headers, header::AUTHORIZATION)).ok_or_else(|| {
@@ -175,5 +176,8 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<In
             }
         }
     }
+    let span = tracing::Span::current();
+    span.record("accepted", accepted.len());
+    span.record("rejected", errors.len());
     Ok(IngestResponse { accepted: accepted.len(), rejected: errors.len(), errors })
 }

@@ -170,6 +170,7 @@ impl Pipeline {
         }
     }
 
+    #[tracing::instrument(name = "processor.flush", skip_all, fields(rows, raw, lag))]
     async fn flush(&mut self, stopping: bool) -> Result<(), ProcessorError> {
         let started = Instant::now();
         let core = &mut self.core;
@@ -218,7 +219,11 @@ impl Pipeline {
                 tracing::debug!(error = %e, "offset commit failed (progress is in ClickHouse)");
             }
         }
-        tracing::debug!(rows = batch.rows(), lag, elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
+        let span = tracing::Span::current();
+        span.record("rows", batch.rows());
+        span.record("raw", batch.raw.len());
+        span.record("lag", lag);
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "flushed");
         Ok(())
     }
 

@@ -61,6 +61,7 @@ impl Store {
 
     /// Writes derived rows and the raw archive, then the progress rows. A failure anywhere leaves
     /// progress where it was, so the same rows are written again on retry or restart.
+    #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]
     pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
         self.insert("events_raw", &batch.raw).await?;
         self.insert("cohorts", &batch.cohorts).await?;

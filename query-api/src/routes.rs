@@ -85,6 +85,7 @@ fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 
+#[tracing::instrument(name = "query.retention", skip_all, fields(%community))]
 async fn retention(
     State(state): State<Arc<AppState>>,
     Path(community): Path<String>,
@@ -116,6 +117,7 @@ async fn retention(
     Ok(Json(Value::Object(body)).into_response())
 }
 
+#[tracing::instrument(name = "query.activation", skip_all, fields(%community))]
 async fn activation(
     State(state): State<Arc<AppState>>,
     Path(community): Path<String>,
@@ -152,6 +154,7 @@ async fn activation(
     Ok(Json(Value::Object(body)).into_response())
 }
 
+#[tracing::instrument(name = "query.freshness", skip_all, fields(%community))]
 async fn freshness(
     State(state): State<Arc<AppState>>,
     Path(community): Path<String>,
