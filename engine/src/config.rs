@@ -51,6 +51,14 @@ impl CommunityConfig {
         self.activation_window_days as i64 * DAY_MS
     }
 
+    pub fn conversion_window_ms(&self) -> i64 {
+        self.conversion_window_days as i64 * DAY_MS
+    }
+
+    pub fn referral_window_ms(&self) -> i64 {
+        self.referral_window_days as i64 * DAY_MS
+    }
+
     pub fn is_participation(&self, t: EventType) -> bool {
         self.participation_types.contains(&t)
     }

@@ -25,7 +25,25 @@ pub struct ScopeContribution {
     /// Milliseconds from the join to the activating event, when activated.
     pub activation_ms: Option<i64>,
     pub activation_window_end_ms: i64,
+    pub conversion: Conversion,
+    /// `inviter_id` of the earliest join (the smallest one if several joins share that instant).
+    pub inviter_id: Option<Box<str>>,
+    pub referral_window_end_ms: i64,
     pub grans: [GranContribution; 3],
+}
+
+/// Conversions in `[j, j + conversion window)`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Conversion {
+    pub first_ms: Option<i64>,
+    /// Sum of `props.value` of those conversions, in millionths (exact integer sums).
+    pub value_micros: i64,
+    pub window_end_ms: i64,
+}
+
+/// `props.value` in millionths: sums of these are exact and independent of order.
+pub fn value_micros(v: Option<f64>) -> i64 {
+    v.map(|v| (v * 1_000_000.0).round() as i64).unwrap_or(0)
 }
 
 /// A read-only view of a member's history in one scope: one group, or all groups of the community.
@@ -52,6 +70,27 @@ impl ScopeView<'_> {
         t.sort_unstable();
         t.dedup();
         t
+    }
+
+    fn conversion(&self, j: i64, cfg: &CommunityConfig) -> Conversion {
+        let end = j + cfg.conversion_window_ms();
+        let mut c = Conversion { window_end_ms: end, ..Conversion::default() };
+        for &(t, v) in self.groups.iter().flat_map(|g| g.conversions.iter()) {
+            if t >= j && t < end {
+                c.first_ms = Some(c.first_ms.map_or(t, |f: i64| f.min(t)));
+                c.value_micros += v;
+            }
+        }
+        c
+    }
+
+    fn inviter_at(&self, j: i64) -> Option<Box<str>> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.joins.iter())
+            .filter(|(t, inviter)| *t == j && inviter.is_some())
+            .map(|(_, i)| i.clone().expect("filtered"))
+            .min()
     }
 
     /// The activating instant: the `min`-th activation-type event in `[j, j + window)`.
@@ -88,6 +127,9 @@ pub fn contribution(view: &ScopeView<'_>, cfg: &CommunityConfig) -> Option<Scope
         join_ms: j,
         activation_ms,
         activation_window_end_ms: j + cfg.activation_window_ms(),
+        conversion: view.conversion(j, cfg),
+        inviter_id: view.inviter_at(j),
+        referral_window_end_ms: j + cfg.referral_window_ms(),
         grans,
     })
 }

@@ -173,7 +173,7 @@ impl Engine {
         if ev.is_bot {
             return true;
         }
-        let relevant = matches!(ev.event_type, EventType::MemberJoined | EventType::MemberLeft)
+        let relevant = matches!(ev.event_type, EventType::MemberJoined | EventType::MemberLeft | EventType::Conversion)
             || cfg.is_participation(ev.event_type)
             || cfg.is_activation(ev.event_type);
         if !relevant {
@@ -189,6 +189,9 @@ impl Engine {
         match ev.event_type {
             EventType::MemberJoined => h.joins.push((ev.ts_ms, ev.inviter_id.as_deref().map(Box::from))),
             EventType::MemberLeft => h.leaves.push((ev.ts_ms, ev.leave_reason)),
+            EventType::Conversion => {
+                h.conversions.push((ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
+            }
             _ => {}
         }
         if cfg.is_participation(ev.event_type) {
@@ -298,13 +301,9 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
                 }
             }
             if let Some(c) = new {
-                let fact_changed = old.is_none_or(|o| {
-                    o.join_ms != c.join_ms
-                        || o.activation_ms != c.activation_ms
-                        || o.activation_window_end_ms != c.activation_window_end_ms
-                });
-                if fact_changed {
-                    out.members.push(member_fact(id, scope, &member_id, c));
+                let fact = member_fact(id, scope, &member_id, c);
+                if old.map(|o| member_fact(id, scope, &member_id, o)) != Some(fact.clone()) {
+                    out.members.push(fact);
                 }
             }
         }
@@ -324,6 +323,16 @@ fn member_fact(id: &str, scope: &str, member_id: &str, c: &ScopeContribution) ->
         activated: c.activation_ms.is_some(),
         activation_ms: c.activation_ms.unwrap_or(0),
         activation_window_end_ms: c.activation_window_end_ms,
+        converted: c.conversion.first_ms.is_some(),
+        conversion_value_micros: c.conversion.value_micros,
+        first_conversion_ms: c.conversion.first_ms.unwrap_or(0),
+        conversion_window_end_ms: c.conversion.window_end_ms,
+        activated_then_converted: match (c.activation_ms, c.conversion.first_ms) {
+            (Some(a), Some(f)) => f >= c.join_ms + a,
+            _ => false,
+        },
+        inviter_id: c.inviter_id.as_deref().unwrap_or("").to_owned(),
+        referral_window_end_ms: c.referral_window_end_ms,
     }
 }
 

@@ -13,6 +13,8 @@ pub struct GroupHistory {
     pub participation: Vec<i64>,
     /// Timestamps of activation-type events.
     pub activation: Vec<i64>,
+    /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
+    pub conversions: Vec<(i64, i64)>,
     sorted: bool,
 }
 
@@ -29,6 +31,7 @@ impl GroupHistory {
         self.leaves.sort_by_key(|l| (l.0, l.1 as u8));
         self.participation.sort_unstable();
         self.activation.sort_unstable();
+        self.conversions.sort_unstable();
         self.sorted = true;
     }
 

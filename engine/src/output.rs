@@ -50,7 +50,7 @@ pub struct RetentionCell {
     pub members: u64,
 }
 
-/// One member in one scope: join time, cohorts, activation.
+/// One member in one scope: join time, cohorts, activation, conversion, referral.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberFact {
     pub community_id: String,
@@ -63,6 +63,17 @@ pub struct MemberFact {
     pub activated: bool,
     pub activation_ms: i64,
     pub activation_window_end_ms: i64,
+    pub converted: bool,
+    /// Sum of `props.value` of the conversions in the window, in millionths.
+    pub conversion_value_micros: i64,
+    /// First conversion in the window (0 when none).
+    pub first_conversion_ms: i64,
+    pub conversion_window_end_ms: i64,
+    /// Activated, and converted with the first conversion at or after the activating event.
+    pub activated_then_converted: bool,
+    /// `inviter_id` of the earliest join ("" when none).
+    pub inviter_id: String,
+    pub referral_window_end_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -135,3 +135,86 @@ impl Tables {
             .collect()
     }
 }
+
+/// Conversion and the activation → conversion funnel of one cohort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionCohort {
+    pub size: u64,
+    pub converted: u64,
+    pub value_micros: i64,
+    pub activated: u64,
+    pub activated_then_converted: u64,
+    pub complete: bool,
+}
+
+/// Referral of one cohort.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralCohort {
+    pub size: u64,
+    pub referred: u64,
+    pub invited: u64,
+}
+
+impl Tables {
+    fn facts<'a>(
+        &'a self,
+        community: &'a str,
+        group: &'a str,
+    ) -> impl Iterator<Item = &'a crate::output::MemberFact> + 'a {
+        self.members.iter().filter(move |((c, s, _), _)| c == community && s == group).map(|(_, m)| m)
+    }
+
+    pub fn conversion(
+        &self,
+        community: &str,
+        group: &str,
+        g: Granularity,
+        as_of_ms: i64,
+    ) -> BTreeMap<NaiveDate, ConversionCohort> {
+        let mut per: BTreeMap<NaiveDate, ConversionCohort> = BTreeMap::new();
+        for m in self.facts(community, group) {
+            let e = per.entry(cohort_of(m, g)).or_insert(ConversionCohort {
+                size: 0,
+                converted: 0,
+                value_micros: 0,
+                activated: 0,
+                activated_then_converted: 0,
+                complete: true,
+            });
+            e.size += 1;
+            e.converted += m.converted as u64;
+            e.value_micros += m.conversion_value_micros;
+            e.activated += m.activated as u64;
+            e.activated_then_converted += m.activated_then_converted as u64;
+            e.complete &= m.conversion_window_end_ms <= as_of_ms;
+        }
+        per
+    }
+
+    pub fn referral(&self, community: &str, group: &str, g: Granularity) -> BTreeMap<NaiveDate, ReferralCohort> {
+        let facts: Vec<_> = self.facts(community, group).collect();
+        let by_member: std::collections::HashMap<&str, &crate::output::MemberFact> =
+            facts.iter().map(|m| (m.member_id.as_str(), *m)).collect();
+        let mut per: BTreeMap<NaiveDate, ReferralCohort> = BTreeMap::new();
+        for m in &facts {
+            let e = per.entry(cohort_of(m, g)).or_insert(ReferralCohort { size: 0, referred: 0, invited: 0 });
+            e.size += 1;
+            e.referred += !m.inviter_id.is_empty() as u64;
+        }
+        for y in &facts {
+            let Some(x) = by_member.get(y.inviter_id.as_str()) else { continue };
+            if y.join_ms >= x.join_ms && y.join_ms < x.referral_window_end_ms {
+                per.get_mut(&cohort_of(x, g)).expect("inviter's cohort listed").invited += 1;
+            }
+        }
+        per
+    }
+}
+
+fn cohort_of(m: &crate::output::MemberFact, g: Granularity) -> NaiveDate {
+    match g {
+        Granularity::Day => m.cohort_day,
+        Granularity::Week => m.cohort_week,
+        Granularity::Month => m.cohort_month,
+    }
+}

@@ -45,6 +45,8 @@ fn reference_params(cfg: &CommunityConfig) -> reference::Params {
         activation_types: cfg.activation_types.clone(),
         activation_window_days: cfg.activation_window_days as i64,
         activation_min: cfg.activation_min_events as usize,
+        conversion_window_days: cfg.conversion_window_days as i64,
+        referral_window_days: cfg.referral_window_days as i64,
     }
 }
 
@@ -77,6 +79,42 @@ pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &
         assert_eq!(got.median_hours_to_activate, expected.median_hours_to_activate, "median {scope:?} {g} {cohort}");
         assert_eq!(got.complete, expected.complete, "complete {scope:?} {g} {cohort}");
     }
+    for ((scope, g, cohort), expected) in &r.conversion {
+        let got = tables.conversion(community, scope, Granularity::parse(g).unwrap(), as_of);
+        let got = got.get(cohort).unwrap_or_else(|| panic!("no conversion row {scope:?} {g} {cohort}"));
+        let ctx = format!("conversion {scope:?} {g} {cohort}");
+        assert_eq!(
+            (
+                got.size,
+                got.converted,
+                got.value_micros as f64 / 1e6,
+                got.activated,
+                got.activated_then_converted,
+                got.complete
+            ),
+            (
+                expected.size,
+                expected.converted,
+                expected.value,
+                expected.activated,
+                expected.activated_then_converted,
+                expected.complete
+            ),
+            "{ctx}"
+        );
+    }
+    let mut invited_total = 0;
+    for ((scope, g, cohort), expected) in &r.referral {
+        let got = tables.referral(community, scope, Granularity::parse(g).unwrap());
+        let got = &got[cohort];
+        assert_eq!(
+            (got.size, got.referred, got.invited),
+            (expected.size, expected.referred, expected.invited),
+            "referral {scope:?} {g} {cohort}"
+        );
+        invited_total += got.invited;
+    }
+    assert!(invited_total > 0 || r.referral.is_empty(), "the generated data has invitations");
 }
 
 fn community(seed: u64, members: usize, days: u32) -> Vec<Event> {

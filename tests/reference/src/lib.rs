@@ -15,6 +15,8 @@ pub struct Params {
     pub activation_types: Vec<EventType>,
     pub activation_window_days: i64,
     pub activation_min: usize,
+    pub conversion_window_days: i64,
+    pub referral_window_days: i64,
 }
 
 impl Default for Params {
@@ -30,6 +32,8 @@ impl Default for Params {
             activation_types: vec![EventType::MessagePosted],
             activation_window_days: 7,
             activation_min: 1,
+            conversion_window_days: 30,
+            referral_window_days: 30,
         }
     }
 }
@@ -45,6 +49,25 @@ pub struct ActivationRow {
     pub complete: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionRow {
+    pub size: u64,
+    pub converted: u64,
+    /// Sum of `props.value`, summed in millionths then divided once.
+    pub value: f64,
+    pub activated: u64,
+    pub activated_then_converted: u64,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralRow {
+    pub size: u64,
+    pub referred: u64,
+    pub invited: u64,
+    pub k_factor: f64,
+}
+
 /// Everything the reference computes for one community.
 #[derive(Debug, Default, Clone)]
 pub struct Reference {
@@ -56,6 +79,10 @@ pub struct Reference {
     pub retention: BTreeMap<(String, String, String, NaiveDate), Vec<u64>>,
     /// (group, granularity, cohort) -> activation
     pub activation: BTreeMap<(String, String, NaiveDate), ActivationRow>,
+    /// (group, granularity, cohort) -> conversion and funnel
+    pub conversion: BTreeMap<(String, String, NaiveDate), ConversionRow>,
+    /// (group, granularity, cohort) -> referral
+    pub referral: BTreeMap<(String, String, NaiveDate), ReferralRow>,
 }
 
 /// The local date of an instant.
@@ -151,6 +178,7 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
     r.as_of_ms = accepted.iter().map(|e| e.ts_ms).max();
     let Some(as_of) = r.as_of_ms else { return r };
     let events: Vec<&Event> = accepted.into_iter().filter(|e| !e.is_bot).collect();
+    let events = &events;
 
     let groups: BTreeSet<String> = events.iter().map(|e| e.group_id.clone()).collect();
     let mut scopes: Vec<(String, Vec<String>)> = groups.iter().map(|g| (g.clone(), vec![g.clone()])).collect();
@@ -238,5 +266,111 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
             }
         }
     }
+    conversion_and_referral(&events, &scopes, as_of, p, &mut r);
     r
+}
+
+/// One member's join facts in a scope, read straight off their events.
+struct Joined {
+    member: String,
+    j: i64,
+    inviter: Option<String>,
+}
+
+fn joined_members(in_scope: &[&Event]) -> Vec<Joined> {
+    let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
+    let mut out = Vec::new();
+    for m in members {
+        let joins: Vec<&&Event> =
+            in_scope.iter().filter(|e| e.member_id == m && e.event_type == EventType::MemberJoined).collect();
+        let Some(j) = joins.iter().map(|e| e.ts_ms).min() else { continue };
+        // The earliest join's inviter; if several joins share that instant, the smallest inviter.
+        let inviter = joins.iter().filter(|e| e.ts_ms == j).filter_map(|e| e.inviter_id.clone()).min();
+        out.push(Joined { member: m.to_owned(), j, inviter });
+    }
+    out
+}
+
+fn conversion_and_referral(
+    events: &[&Event],
+    scopes: &[(String, Vec<String>)],
+    as_of: i64,
+    p: &Params,
+    r: &mut Reference,
+) {
+    let day = 86_400_000;
+    for (scope, scope_groups) in scopes {
+        let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
+        let joined = joined_members(&in_scope);
+        for g in GRANULARITIES {
+            let cohort_of = |j: i64| period_start(local_date(j, p.tz), g);
+            let mut conv: BTreeMap<NaiveDate, (u64, u64, i64, u64, u64, bool)> = BTreeMap::new();
+            let mut refr: BTreeMap<NaiveDate, (u64, u64, u64)> = BTreeMap::new();
+            for m in &joined {
+                let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == m.member).collect();
+                let cw_end = m.j + p.conversion_window_days * day;
+                let conversions: Vec<&Event> = mine
+                    .iter()
+                    .copied()
+                    .filter(|e| e.event_type == EventType::Conversion && e.ts_ms >= m.j && e.ts_ms < cw_end)
+                    .collect();
+                let value: i64 =
+                    conversions.iter().map(|e| e.conversion_value.map(|v| (v * 1e6).round() as i64).unwrap_or(0)).sum();
+                let first_conversion = conversions.iter().map(|e| e.ts_ms).min();
+                let aw_end = m.j + p.activation_window_days * day;
+                let mut act: Vec<i64> = mine
+                    .iter()
+                    .filter(|e| p.activation_types.contains(&e.event_type) && e.ts_ms >= m.j && e.ts_ms < aw_end)
+                    .map(|e| e.ts_ms)
+                    .collect();
+                act.sort();
+                let activated_at = act.get(p.activation_min - 1).copied();
+                let e = conv.entry(cohort_of(m.j)).or_insert((0, 0, 0, 0, 0, true));
+                e.0 += 1;
+                if first_conversion.is_some() {
+                    e.1 += 1;
+                    e.2 += value;
+                }
+                if let Some(a) = activated_at {
+                    e.3 += 1;
+                    if first_conversion.is_some_and(|f| f >= a) {
+                        e.4 += 1;
+                    }
+                }
+                if cw_end > as_of {
+                    e.5 = false;
+                }
+                let rf = refr.entry(cohort_of(m.j)).or_insert((0, 0, 0));
+                rf.0 += 1;
+                if m.inviter.is_some() {
+                    rf.1 += 1;
+                }
+                // Members of any cohort whose earliest join names this member, within the window.
+                let window_end = m.j + p.referral_window_days * day;
+                rf.2 += joined
+                    .iter()
+                    .filter(|y| y.inviter.as_deref() == Some(m.member.as_str()) && y.j >= m.j && y.j < window_end)
+                    .count() as u64;
+            }
+            for (c, (size, converted, value, activated, atc, complete)) in conv {
+                r.conversion.insert(
+                    (scope.clone(), g.into(), c),
+                    ConversionRow {
+                        size,
+                        converted,
+                        value: value as f64 / 1e6,
+                        activated,
+                        activated_then_converted: atc,
+                        complete,
+                    },
+                );
+            }
+            for (c, (size, referred, invited)) in refr {
+                r.referral.insert(
+                    (scope.clone(), g.into(), c),
+                    ReferralRow { size, referred, invited, k_factor: invited as f64 / size as f64 },
+                );
+            }
+        }
+    }
 }
