@@ -27,6 +27,11 @@ pub async fn migrate(client: &clickhouse::Client, database: &str) -> Result<Vec<
             continue;
         }
         for statement in m.statements(database) {
+            if let Some((table, column)) = schemas::ddl::added_column(&statement) {
+                if column_exists(&root, database, table, column).await? {
+                    continue;
+                }
+            }
             root.query(&statement).execute().await?;
         }
         root.query(&format!(
@@ -39,4 +44,24 @@ pub async fn migrate(client: &clickhouse::Client, database: &str) -> Result<Vec<
         newly.push(m.version);
     }
     Ok(newly)
+}
+
+async fn column_exists(
+    client: &clickhouse::Client,
+    database: &str,
+    table: &str,
+    column: &str,
+) -> Result<bool, ProcessorError> {
+    #[derive(Row, Deserialize)]
+    struct N {
+        n: u64,
+    }
+    let rows = client
+        .query("SELECT toUInt64(count()) AS n FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+        .bind(database)
+        .bind(table)
+        .bind(column)
+        .fetch_all::<N>()
+        .await?;
+    Ok(rows.first().is_some_and(|r| r.n > 0))
 }

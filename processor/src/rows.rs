@@ -140,6 +140,13 @@ pub struct MemberFactRow {
     pub activated: u8,
     pub activation_ms: i64,
     pub activation_window_end_ms: i64,
+    pub converted: u8,
+    pub conversion_value_micros: i64,
+    pub first_conversion_ms: i64,
+    pub conversion_window_end_ms: i64,
+    pub activated_then_converted: u8,
+    pub inviter_id: String,
+    pub referral_window_end_ms: i64,
     pub version: u64,
 }
 
@@ -157,6 +164,13 @@ impl MemberFactRow {
             activated: m.activated as u8,
             activation_ms: m.activation_ms,
             activation_window_end_ms: m.activation_window_end_ms,
+            converted: m.converted as u8,
+            conversion_value_micros: m.conversion_value_micros,
+            first_conversion_ms: m.first_conversion_ms,
+            conversion_window_end_ms: m.conversion_window_end_ms,
+            activated_then_converted: m.activated_then_converted as u8,
+            inviter_id: m.inviter_id.clone(),
+            referral_window_end_ms: m.referral_window_end_ms,
             version,
         }
     }

@@ -28,6 +28,8 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/communities/{community}/retention", get(retention))
         .route("/v1/communities/{community}/activation", get(activation))
+        .route("/v1/communities/{community}/conversion", get(conversion))
+        .route("/v1/communities/{community}/referral", get(referral))
         .route("/v1/communities/{community}/freshness", get(freshness))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)
@@ -148,6 +150,92 @@ async fn activation(
             .map(|r| {
                 json!({"cohort": r.cohort.to_string(), "size": r.size, "activated": r.activated,
                        "median_hours_to_activate": r.median_hours_to_activate, "complete": r.complete})
+            })
+            .collect(),
+    );
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+#[tracing::instrument(name = "query.conversion", skip_all, fields(%community))]
+async fn conversion(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let sel = params.selection(&community)?;
+    let format = params.format(accept(&headers))?;
+    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let rows = state.source.conversion(&sel, fresh.as_of_ms).await.map_err(|e| unavailable(&state, e))?;
+    if format == Format::Csv {
+        let mut out = String::new();
+        let head = ["cohort", "size", "converted", "value", "activated", "activated_then_converted", "complete"];
+        write_row(&mut out, &head.map(String::from));
+        for r in &rows {
+            write_row(
+                &mut out,
+                &[
+                    r.cohort.to_string(),
+                    r.size.to_string(),
+                    r.converted.to_string(),
+                    r.value.to_string(),
+                    r.activated.to_string(),
+                    r.activated_then_converted.to_string(),
+                    r.complete.to_string(),
+                ],
+            );
+        }
+        return Ok(csv_response(out));
+    }
+    let mut body = head(&sel, fresh.as_of_ms);
+    body.insert(
+        "cohorts".into(),
+        rows.iter()
+            .map(|r| {
+                json!({"cohort": r.cohort.to_string(), "size": r.size, "converted": r.converted, "value": r.value,
+                       "activated": r.activated, "activated_then_converted": r.activated_then_converted,
+                       "complete": r.complete})
+            })
+            .collect(),
+    );
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+#[tracing::instrument(name = "query.referral", skip_all, fields(%community))]
+async fn referral(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let sel = params.selection(&community)?;
+    let format = params.format(accept(&headers))?;
+    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let rows = state.source.referral(&sel).await.map_err(|e| unavailable(&state, e))?;
+    if format == Format::Csv {
+        let mut out = String::new();
+        write_row(&mut out, &["cohort", "size", "referred", "invited", "k_factor"].map(String::from));
+        for r in &rows {
+            let cells = [
+                r.cohort.to_string(),
+                r.size.to_string(),
+                r.referred.to_string(),
+                r.invited.to_string(),
+                r.k_factor.to_string(),
+            ];
+            write_row(&mut out, &cells);
+        }
+        return Ok(csv_response(out));
+    }
+    let mut body = head(&sel, fresh.as_of_ms);
+    body.insert(
+        "cohorts".into(),
+        rows.iter()
+            .map(|r| {
+                json!({"cohort": r.cohort.to_string(), "size": r.size, "referred": r.referred,
+                       "invited": r.invited, "k_factor": r.k_factor})
             })
             .collect(),
     );

@@ -29,6 +29,27 @@ pub struct ActivationRow {
     pub complete: bool,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversionRow {
+    pub cohort: NaiveDate,
+    pub size: u64,
+    pub converted: u64,
+    /// Sum of `props.value` (summed exactly in millionths).
+    pub value: f64,
+    pub activated: u64,
+    pub activated_then_converted: u64,
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferralRow {
+    pub cohort: NaiveDate,
+    pub size: u64,
+    pub referred: u64,
+    pub invited: u64,
+    pub k_factor: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Freshness {
     pub as_of_ms: Option<i64>,
@@ -41,6 +62,8 @@ pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueryError>> + Se
 pub trait Source: Send + Sync + 'static {
     fn retention<'a>(&'a self, sel: &'a Selection, mode: Mode) -> BoxFut<'a, Vec<CohortValues>>;
     fn activation<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ActivationRow>>;
+    fn conversion<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ConversionRow>>;
+    fn referral<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<ReferralRow>>;
     fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness>;
     fn ping(&self) -> BoxFut<'_, ()>;
 }
@@ -153,6 +176,82 @@ impl Source for ClickHouseSource {
                     activated: a.n_activated,
                     median_hours_to_activate: engine::table::median_hours(a.times),
                     complete: as_of_ms.is_some_and(|t| a.window_end <= t),
+                })
+                .collect())
+        })
+    }
+
+    fn conversion<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ConversionRow>> {
+        Box::pin(async move {
+            let _t = self.timer("conversion");
+            #[derive(Row, Deserialize)]
+            struct Agg {
+                cohort: u16,
+                n_members: u64,
+                n_converted: u64,
+                value_micros: i64,
+                n_activated: u64,
+                n_activated_then_converted: u64,
+                window_end: i64,
+            }
+            let col = cohort_column(sel.granularity);
+            let sql = queries::conversion(col, sel.from.is_some(), sel.to.is_some());
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
+            Ok(rows
+                .into_iter()
+                .map(|a| ConversionRow {
+                    cohort: date(a.cohort),
+                    size: a.n_members,
+                    converted: a.n_converted,
+                    value: a.value_micros as f64 / 1e6,
+                    activated: a.n_activated,
+                    activated_then_converted: a.n_activated_then_converted,
+                    complete: as_of_ms.is_some_and(|t| a.window_end <= t),
+                })
+                .collect())
+        })
+    }
+
+    fn referral<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<ReferralRow>> {
+        Box::pin(async move {
+            let _t = self.timer("referral");
+            #[derive(Row, Deserialize)]
+            struct Sizes {
+                cohort: u16,
+                n_members: u64,
+                n_referred: u64,
+            }
+            #[derive(Row, Deserialize)]
+            struct Invited {
+                cohort: u16,
+                n_invited: u64,
+            }
+            let col = cohort_column(sel.granularity);
+            let (from, to) = (sel.from.is_some(), sel.to.is_some());
+            let q =
+                self.client.query(&queries::referral_sizes(col, from, to)).bind(&sel.community).bind(sel.scope_key());
+            let sizes = bind_dates(q, sel).fetch_all::<Sizes>().await?;
+            let q = self
+                .client
+                .query(&queries::referral_invited(col, from, to))
+                .bind(&sel.community)
+                .bind(sel.scope_key())
+                .bind(&sel.community)
+                .bind(sel.scope_key());
+            let invited: BTreeMap<u16, u64> =
+                bind_dates(q, sel).fetch_all::<Invited>().await?.into_iter().map(|i| (i.cohort, i.n_invited)).collect();
+            Ok(sizes
+                .into_iter()
+                .map(|s| {
+                    let invited = invited.get(&s.cohort).copied().unwrap_or(0);
+                    ReferralRow {
+                        cohort: date(s.cohort),
+                        size: s.n_members,
+                        referred: s.n_referred,
+                        invited,
+                        k_factor: invited as f64 / s.n_members as f64,
+                    }
                 })
                 .collect())
         })

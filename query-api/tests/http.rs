@@ -9,7 +9,7 @@ use engine::Mode;
 use http_body_util::BodyExt;
 use query_api::metrics::Metrics;
 use query_api::params::Selection;
-use query_api::source::{ActivationRow, BoxFut, CohortValues, Freshness, Source};
+use query_api::source::{ActivationRow, BoxFut, CohortValues, ConversionRow, Freshness, ReferralRow, Source};
 use query_api::{router, AppState, QueryConfig};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,24 @@ impl Source for Fake {
                 median_hours_to_activate: Some(1.5),
                 complete: true,
             }])
+        })
+    }
+    fn conversion<'a>(&'a self, _sel: &'a Selection, _as_of: Option<i64>) -> BoxFut<'a, Vec<ConversionRow>> {
+        Box::pin(async move {
+            Ok(vec![ConversionRow {
+                cohort: d("2024-01-01"),
+                size: 10,
+                converted: 2,
+                value: 38.9,
+                activated: 3,
+                activated_then_converted: 1,
+                complete: false,
+            }])
+        })
+    }
+    fn referral<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<ReferralRow>> {
+        Box::pin(async move {
+            Ok(vec![ReferralRow { cohort: d("2024-01-01"), size: 4, referred: 1, invited: 2, k_factor: 0.5 }])
         })
     }
     fn freshness<'a>(&'a self, _c: &'a str) -> BoxFut<'a, Freshness> {
@@ -151,6 +169,31 @@ async fn csv_by_parameter_or_accept_header() {
         get(app(Arc::new(Fake::default())), "/v1/communities/acme/freshness?format=csv", Some("read-acme-1"), None)
             .await;
     assert_eq!(body, "as_of,events_processed,lag_events\r\n2024-01-02T00:00:00.000Z,42,3\r\n");
+}
+
+#[tokio::test]
+async fn conversion_and_referral_have_the_spec_shape() {
+    let (status, _, body) = get(
+        app(Arc::new(Fake::default())),
+        "/v1/communities/acme/conversion?granularity=month",
+        Some("read-acme-1"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["cohorts"],
+        json!([{"cohort": "2024-01-01", "size": 10, "converted": 2, "value": 38.9, "activated": 3,
+                "activated_then_converted": 1, "complete": false}])
+    );
+    let (_, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/referral?format=csv", Some("read-acme-1"), None)
+            .await;
+    assert_eq!(body, "cohort,size,referred,invited,k_factor\r\n2024-01-01,4,1,2,0.5\r\n");
+    let (status, _, _) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/referral", Some("read-other-1"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]

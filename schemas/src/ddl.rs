@@ -15,8 +15,27 @@ impl Migration {
     }
 }
 
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "core", sql: include_str!("../clickhouse/0001_core.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "core", sql: include_str!("../clickhouse/0001_core.sql") },
+    Migration {
+        version: 2,
+        name: "conversion_referral",
+        sql: include_str!("../clickhouse/0002_conversion_referral.sql"),
+    },
+];
+
+/// `(table, column)` when `statement` is `ALTER TABLE db.table ADD COLUMN column ...`: the runner
+/// skips it when the column exists, since ClickHouse 18.16 has no `ADD COLUMN IF NOT EXISTS`.
+pub fn added_column(statement: &str) -> Option<(&str, &str)> {
+    let mut words = statement.split_whitespace();
+    let (alter, table_kw, table, add, column_kw, column) =
+        (words.next()?, words.next()?, words.next()?, words.next()?, words.next()?, words.next()?);
+    let is_add = alter.eq_ignore_ascii_case("ALTER")
+        && table_kw.eq_ignore_ascii_case("TABLE")
+        && add.eq_ignore_ascii_case("ADD")
+        && column_kw.eq_ignore_ascii_case("COLUMN");
+    is_add.then(|| (table.rsplit('.').next().unwrap_or(table), column))
+}
 
 /// The bookkeeping table of the runner itself.
 pub fn migrations_table(db: &str) -> String {
@@ -37,13 +56,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn recognises_added_columns() {
+        let s = "ALTER TABLE db.member_facts ADD COLUMN inviter_id String";
+        assert_eq!(added_column(s), Some(("member_facts", "inviter_id")));
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS db.x (a UInt8)"), None);
+    }
+
+    #[test]
+    fn recognises_added_columns() {
+        assert_eq!(
+            added_column("ALTER TABLE db.member_facts ADD COLUMN inviter_id String"),
+            Some(("member_facts", "inviter_id"))
+        );
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS db.x (a UInt8)"), None);
+    }
+
+    #[test]
     fn versions_are_strictly_increasing_and_statements_are_idempotent() {
         let mut last = 0;
         for m in MIGRATIONS {
             assert!(m.version > last, "migration {} out of order", m.name);
             last = m.version;
             for s in m.statements("x") {
-                assert!(s.contains("IF NOT EXISTS") || s.contains("IF EXISTS"), "not idempotent: {s}");
+                let guarded = s.contains("IF NOT EXISTS") || s.contains("IF EXISTS") || added_column(&s).is_some();
+                assert!(guarded, "not idempotent: {s}");
                 assert!(!s.contains("{db}"));
             }
         }

@@ -46,6 +46,46 @@ pub fn activation(cohort_column: &str, from: bool, to: bool) -> String {
     )
 }
 
+/// Conversion and funnel per cohort. Binds: community, group, [from], [to].
+pub fn conversion(cohort_column: &str, from: bool, to: bool) -> String {
+    format!(
+        "SELECT {cohort_column} AS cohort, toUInt64(count()) AS n_members, toUInt64(sum(converted)) AS n_converted, \
+         toInt64(sum(conversion_value_micros)) AS value_micros, toUInt64(sum(activated)) AS n_activated, \
+         toUInt64(sum(activated_then_converted)) AS n_activated_then_converted, \
+         max(conversion_window_end_ms) AS window_end \
+         FROM member_facts FINAL WHERE community_id = ? AND group_id = ?{} \
+         GROUP BY cohort ORDER BY cohort",
+        date_filter(cohort_column, from, to)
+    )
+}
+
+/// Cohort sizes and referred members. Binds: community, group, [from], [to].
+pub fn referral_sizes(cohort_column: &str, from: bool, to: bool) -> String {
+    format!(
+        "SELECT {cohort_column} AS cohort, toUInt64(count()) AS n_members, toUInt64(sum(inviter_id != '')) AS n_referred \
+         FROM member_facts FINAL WHERE community_id = ? AND group_id = ?{} \
+         GROUP BY cohort ORDER BY cohort",
+        date_filter(cohort_column, from, to)
+    )
+}
+
+/// Members invited by members of each cohort within the inviter's referral window (the invitee's
+/// earliest join names the inviter). Binds: community, group, community, group, [from], [to].
+pub fn referral_invited(cohort_column: &str, from: bool, to: bool) -> String {
+    format!(
+        "SELECT cohort, toUInt64(count()) AS n_invited FROM \
+         (SELECT inviter_id AS member_id, join_ms AS invitee_join_ms FROM member_facts FINAL \
+          WHERE community_id = ? AND group_id = ? AND inviter_id != '') AS invitees \
+         ALL INNER JOIN \
+         (SELECT member_id, join_ms, referral_window_end_ms, {cohort_column} AS cohort FROM member_facts FINAL \
+          WHERE community_id = ? AND group_id = ?) AS inviters \
+         USING member_id \
+         WHERE invitee_join_ms >= join_ms AND invitee_join_ms < referral_window_end_ms{} \
+         GROUP BY cohort ORDER BY cohort",
+        date_filter("cohort", from, to)
+    )
+}
+
 /// Binds: community.
 pub const COMMUNITY_STATS: &str = "SELECT toUInt64(sum(events_processed)) AS n, toInt64(max(max_ts_ms)) AS max_ts, \
      toUInt64(count()) AS partitions FROM community_stats FINAL WHERE community_id = ?";
@@ -117,6 +157,11 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
             let mut b = vec!["demo", ""];
             b.extend(&dates);
             emit("query", bind(&activation(col, from, to), &b));
+            emit("query", bind(&conversion(col, from, to), &b));
+            emit("query", bind(&referral_sizes(col, from, to), &b));
+            let mut b = vec!["demo", "", "demo", ""];
+            b.extend(&dates);
+            emit("query", bind(&referral_invited(col, from, to), &b));
         }
     }
     emit("query", bind(COMMUNITY_STATS, &["demo"]));

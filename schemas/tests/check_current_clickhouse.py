@@ -16,7 +16,14 @@ samples = [
     f"INSERT INTO {db}.events_raw VALUES ('demo','e1','message_posted','g1','m1',1704067200000,'qq',0,'{{}}',0,0)",
     f"INSERT INTO {db}.cohorts VALUES ('demo','','week','2024-01-01',0,3,1)",
     f"INSERT INTO {db}.retention VALUES ('demo','g1','month','on_or_after','2024-01-01',0,'2024-01-01',0,2,1)",
-    f"INSERT INTO {db}.member_facts VALUES ('demo','','m1',0,1704067200000,'2024-01-01','2024-01-01','2024-01-01',1,3600000,1704672000000,1)",
+    f"INSERT INTO {db}.member_facts (community_id, group_id, member_id, partition, join_ms, cohort_day, cohort_week, "
+    "cohort_month, activated, activation_ms, activation_window_end_ms, version, converted, conversion_value_micros, "
+    "first_conversion_ms, conversion_window_end_ms, activated_then_converted, inviter_id, referral_window_end_ms) "
+    "VALUES ('demo','','m1',0,1704067200000,'2024-01-01','2024-01-01','2024-01-01',1,3600000,1704672000000,1,"
+    "1,9900000,1704070800000,1706659200000,1,'',1706659200000)",
+    f"INSERT INTO {db}.member_facts (community_id, group_id, member_id, partition, join_ms, cohort_day, cohort_week, "
+    "cohort_month, inviter_id, referral_window_end_ms, version) "
+    "VALUES ('demo','','m2',0,1704153600000,'2024-01-02','2024-01-01','2024-01-01','m1',1706745600000,1)",
     f"INSERT INTO {db}.community_stats VALUES ('demo',0,10,1704067200000,1)",
     f"INSERT INTO {db}.processor_progress VALUES ('engagement-events',0,10,12,1)",
 ]

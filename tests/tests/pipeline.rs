@@ -146,6 +146,55 @@ fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> u
                 assert_eq!(c["complete"], w.complete, "{ctx}");
                 cells += 4;
             }
+            let (status, v) =
+                get(client, stack, &format!("/v1/communities/e2e/conversion?granularity={g}{group_param}"), READ_KEY);
+            assert_eq!(status, 200, "{v}");
+            let got = v["cohorts"].as_array().unwrap();
+            let want: Vec<_> = r.conversion.iter().filter(|((s, gg, _), _)| s == scope && gg == g).collect();
+            assert_eq!(got.len(), want.len(), "conversion cohorts scope={scope:?} {g}");
+            for (c, ((_, _, cohort), w)) in got.iter().zip(want) {
+                let got_row = (
+                    c["cohort"].as_str().unwrap().to_owned(),
+                    c["size"].as_u64().unwrap(),
+                    c["converted"].as_u64().unwrap(),
+                    c["value"].as_f64().unwrap(),
+                    c["activated"].as_u64().unwrap(),
+                    c["activated_then_converted"].as_u64().unwrap(),
+                    c["complete"].as_bool().unwrap(),
+                );
+                let want_row = (
+                    cohort.to_string(),
+                    w.size,
+                    w.converted,
+                    w.value,
+                    w.activated,
+                    w.activated_then_converted,
+                    w.complete,
+                );
+                assert_eq!(got_row, want_row, "conversion scope={scope:?} {g}");
+                cells += 6;
+            }
+            let (status, v) =
+                get(client, stack, &format!("/v1/communities/e2e/referral?granularity={g}{group_param}"), READ_KEY);
+            assert_eq!(status, 200, "{v}");
+            let got = v["cohorts"].as_array().unwrap();
+            let want: Vec<_> = r.referral.iter().filter(|((s, gg, _), _)| s == scope && gg == g).collect();
+            assert_eq!(got.len(), want.len(), "referral cohorts scope={scope:?} {g}");
+            for (c, ((_, _, cohort), w)) in got.iter().zip(want) {
+                let got_row = (
+                    c["cohort"].as_str().unwrap().to_owned(),
+                    c["size"].as_u64().unwrap(),
+                    c["referred"].as_u64().unwrap(),
+                    c["invited"].as_u64().unwrap(),
+                    c["k_factor"].as_f64().unwrap(),
+                );
+                assert_eq!(
+                    got_row,
+                    (cohort.to_string(), w.size, w.referred, w.invited, w.k_factor),
+                    "referral scope={scope:?} {g}"
+                );
+                cells += 4;
+            }
         }
     }
     cells
@@ -188,6 +237,9 @@ fn pipeline_matches_reference_through_restart() {
     wait_processed(&client, &stack, "e2e", distinct(first, "e2e"));
     let cells = compare_with_reference(&client, &stack, first);
     println!("phase 1: {cells} cells equal to the reference");
+    let reference = reference::compute(first, "e2e", &reference::Params::default());
+    assert!(reference.conversion.values().any(|c| c.converted > 0), "the data has conversions");
+    assert!(reference.referral.values().any(|c| c.invited > 0), "the data has invitations");
 
     stack.kill_processor();
     let second_sent = with_dups(second, &mut rng);
