@@ -137,3 +137,40 @@ fn retention_rows_grow_with_the_community_as_of() {
     assert_eq!(t.retention_row("c", "", Granularity::Month, Mode::Membership, d("2024-01-01")), vec![1, 1, 1]);
     assert_eq!(t.retention_row("c", "", Granularity::Month, Mode::On, d("2024-01-01")), vec![0, 0, 0]);
 }
+
+#[test]
+fn conversion_funnel_and_referral_by_hand() {
+    let events = vec![
+        // x: activates 2 h after joining, converts (9.9 + 0.1) at 5 h, then again after 40 days.
+        ev("x-join", "member_joined", "g1", "x", "2024-01-01T00:00:00Z"),
+        ev("x-msg", "message_posted", "g1", "x", "2024-01-01T02:00:00Z"),
+        ev_with("x-buy", "conversion", "g1", "x", "2024-01-01T05:00:00Z", json!({"value": 9.9}), false),
+        ev_with("x-buy2", "conversion", "g1", "x", "2024-01-01T06:00:00Z", json!({"value": 0.1}), false),
+        ev_with("x-late", "conversion", "g1", "x", "2024-02-10T00:00:00Z", json!({"value": 100.0}), false),
+        // y: invited by x within 30 days; converts before activating (not "activated then converted").
+        ev_with("y-join", "member_joined", "g1", "y", "2024-01-03T00:00:00Z", json!({"inviter_id": "x"}), false),
+        ev_with("y-buy", "conversion", "g1", "y", "2024-01-03T01:00:00Z", json!({}), false),
+        ev("y-msg", "message_posted", "g1", "y", "2024-01-03T02:00:00Z"),
+        // z: invited by x after x's 30-day window: referred, but not counted in x's `invited`.
+        ev_with("z-join", "member_joined", "g1", "z", "2024-02-15T00:00:00Z", json!({"inviter_id": "x"}), false),
+    ];
+    let t = engine_tables(&events);
+    let r = reference::compute(&events, "c", &reference::Params::default());
+    let as_of = t.stats["c"].1;
+    let m = Granularity::Month;
+    let jan = &t.conversion("c", "", m, as_of)[&d("2024-01-01")];
+    assert_eq!(
+        (jan.size, jan.converted, jan.value_micros, jan.activated, jan.activated_then_converted),
+        (2, 2, 10_000_000, 2, 1)
+    );
+    assert!(jan.complete, "both 30-day windows closed by 2024-02-15");
+    let rjan = &r.conversion[&(String::new(), "month".into(), d("2024-01-01"))];
+    assert_eq!((rjan.converted, rjan.value, rjan.activated_then_converted), (2, 10.0, 1));
+    let feb = &t.conversion("c", "", m, as_of)[&d("2024-02-01")];
+    assert!(!feb.complete, "z's window is open");
+    let refs = t.referral("c", "", m);
+    assert_eq!((refs[&d("2024-01-01")].referred, refs[&d("2024-01-01")].invited), (1, 1));
+    assert_eq!((refs[&d("2024-02-01")].referred, refs[&d("2024-02-01")].invited), (1, 0));
+    let rr = &r.referral[&(String::new(), "month".into(), d("2024-01-01"))];
+    assert_eq!((rr.size, rr.referred, rr.invited, rr.k_factor), (2, 1, 1, 0.5));
+}
