@@ -197,6 +197,7 @@ impl Stack {
             .env("INGEST_LISTEN", format!("127.0.0.1:{ingest_port}"))
             .env("INGEST_KAFKA__BROKERS", &kafka)
             .env("INGEST_KAFKA__CREATE_TOPIC_PARTITIONS", partitions.to_string())
+            .env("INGEST_KAFKA__MESSAGE_TIMEOUT_MS", "3000")
             .env("INGEST_WRITE_KEYS", keys(WRITE_KEY, "e2e-other-write-key"));
         procs.push(Proc::spawn("ingest", &mut ingest, &dir.join("ingest.log"))?);
         wait_for("ingest ready", Duration::from_secs(60), || http_ok(&format!("{ingest_url}/readyz")))?;
@@ -220,6 +221,13 @@ impl Stack {
         stack.start_processor()?;
         wait_for("query-api ready", Duration::from_secs(60), || http_ok(&format!("{}/readyz", stack.query_url)))?;
         Ok(stack)
+    }
+
+    /// SIGKILLs the broker (memory storage: what it held is gone).
+    pub fn kill_broker(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| p.name == "tansu") {
+            p.kill();
+        }
     }
 
     pub fn start_processor(&mut self) -> Result<()> {
