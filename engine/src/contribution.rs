@@ -60,8 +60,16 @@ impl ScopeView<'_> {
         self.groups.iter().any(|g| g.in_after(x))
     }
 
-    fn participation(&self) -> impl Iterator<Item = i64> + '_ {
+    pub(crate) fn participation(&self) -> impl Iterator<Item = i64> + '_ {
         self.groups.iter().flat_map(|g| g.participation.iter().copied())
+    }
+
+    pub(crate) fn counted(&self, t: schemas::EventType) -> impl Iterator<Item = i64> + '_ {
+        self.groups.iter().flat_map(move |g| g.counted.iter().filter(move |c| c.1 == t).map(|c| c.0))
+    }
+
+    pub(crate) fn join_times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.groups.iter().flat_map(|g| g.joins.iter().map(|j| j.0))
     }
 
     fn membership_change_times(&self) -> Vec<i64> {

@@ -1,20 +1,78 @@
 //! The engine of one Kafka partition: member histories, the aggregate cells they add up to, and
 //! what was last written, so that a flush emits only changed rows.
 
+use crate::activity::{activity, Activity, Term};
 use crate::config::Configs;
 use crate::contribution::{contribution, ScopeContribution, ScopeView, OPEN};
 use crate::history::GroupHistory;
-use crate::output::{CohortRow, CommunityStat, MemberFact, Mode, Output, RetentionCell};
+use crate::output::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell};
 use crate::period::{period_of_ts, period_start_date, Granularity};
 use schemas::{Event, EventType};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// `""` is the community scope; anything else is a group id.
 type Scope = Arc<str>;
 
-/// A member's contribution in each of its scopes.
-type Contributions = Vec<(Scope, Option<ScopeContribution>)>;
+/// A member's contribution in each of its scopes: to cohort tables (if joined) and to period tables.
+type Contributions = Vec<(Scope, Option<ScopeContribution>, Activity)>;
+
+/// A family of per-period series written as one table row per period: engagement (by day), or
+/// lifecycle at one granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum FamilyKind {
+    Engagement,
+    Lifecycle(Granularity),
+}
+
+impl FamilyKind {
+    fn granularity(self) -> Granularity {
+        match self {
+            FamilyKind::Engagement => Granularity::Day,
+            FamilyKind::Lifecycle(g) => g,
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            FamilyKind::Engagement => crate::activity::ENGAGEMENT.len(),
+            FamilyKind::Lifecycle(_) => crate::activity::LIFECYCLE.len(),
+        }
+    }
+}
+
+type FamilyKey = (Scope, FamilyKind);
+
+/// Difference maps over the period index, one per series: a term adds at its start and removes
+/// at its end, so open terms (still a member) extend by themselves as `as_of` moves.
+#[derive(Debug, Default, Clone)]
+struct Family {
+    diffs: Vec<BTreeMap<i32, i64>>,
+}
+
+impl Family {
+    fn apply(&mut self, width: usize, t: &Term, sign: i64) {
+        if self.diffs.len() < width {
+            self.diffs.resize(width, BTreeMap::new());
+        }
+        let d = &mut self.diffs[t.series as usize];
+        let mut add = |k: i32, v: i64| {
+            let e = d.entry(k).or_insert(0);
+            *e += v;
+            if *e == 0 {
+                d.remove(&k);
+            }
+        };
+        add(t.start, sign * t.value);
+        if t.end != OPEN {
+            add(t.end, -sign * t.value);
+        }
+    }
+
+    fn first(&self) -> Option<i32> {
+        self.diffs.iter().filter_map(|d| d.keys().next().copied()).min()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct CohortKey {
@@ -104,11 +162,23 @@ impl MemberState {
     }
 
     /// Contributions for every scope the member has: each group, then the community (`""`).
-    fn contributions(&self, cfg: &crate::config::CommunityConfig) -> Vec<(Scope, Option<ScopeContribution>)> {
-        let mut out: Vec<(Scope, Option<ScopeContribution>)> =
-            self.groups.iter().map(|(s, h)| (s.clone(), contribution(&ScopeView { groups: vec![h] }, cfg))).collect();
-        let all = ScopeView { groups: self.groups.iter().map(|(_, h)| h).collect() };
-        out.push((Scope::from(""), contribution(&all, cfg)));
+    fn contributions(&self, cfg: &crate::config::CommunityConfig) -> Contributions {
+        let both = |view: &ScopeView<'_>| {
+            let c = contribution(view, cfg);
+            let cohort = c.as_ref().map(|c| c.grans.clone().map(|g| g.cohort));
+            let a = activity(view, cohort, c.as_ref().map(|c| c.join_ms), cfg);
+            (c, a)
+        };
+        let mut out: Contributions = self
+            .groups
+            .iter()
+            .map(|(s, h)| {
+                let (c, a) = both(&ScopeView { groups: vec![h] });
+                (s.clone(), c, a)
+            })
+            .collect();
+        let (c, a) = both(&ScopeView { groups: self.groups.iter().map(|(_, h)| h).collect() });
+        out.push((Scope::from(""), c, a));
         out
     }
 }
@@ -117,6 +187,7 @@ impl MemberState {
 struct Community {
     seen: HashSet<u128>,
     events_processed: u64,
+    min_ts: i64,
     max_ts: i64,
     stats_dirty: bool,
     scopes: HashMap<String, Scope>,
@@ -128,6 +199,9 @@ struct Community {
     written: HashMap<CohortKey, Written>,
     /// The `as_of` period per granularity at the last flush; a change re-materialises every cohort.
     materialized_at: [Option<i32>; 3],
+    families: HashMap<FamilyKey, Family>,
+    dirty_families: HashSet<FamilyKey>,
+    written_families: HashMap<FamilyKey, BTreeMap<i32, Vec<i64>>>,
 }
 
 impl Community {
@@ -169,14 +243,9 @@ impl Engine {
         }
         comm.events_processed += 1;
         comm.max_ts = if comm.events_processed == 1 { ev.ts_ms } else { comm.max_ts.max(ev.ts_ms) };
+        comm.min_ts = if comm.events_processed == 1 { ev.ts_ms } else { comm.min_ts.min(ev.ts_ms) };
         comm.stats_dirty = true;
         if ev.is_bot {
-            return true;
-        }
-        let relevant = matches!(ev.event_type, EventType::MemberJoined | EventType::MemberLeft | EventType::Conversion)
-            || cfg.is_participation(ev.event_type)
-            || cfg.is_activation(ev.event_type);
-        if !relevant {
             return true;
         }
         let scope = comm.scope(&ev.group_id);
@@ -192,7 +261,10 @@ impl Engine {
             EventType::Conversion => {
                 h.conversions.push((ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
             }
-            _ => {}
+            EventType::MessagePosted | EventType::ReactionAdded | EventType::Checkin => {
+                h.counted.push((ev.ts_ms, ev.event_type))
+            }
+            EventType::ActivityParticipated => {}
         }
         if cfg.is_participation(ev.event_type) {
             h.participation.push(ev.ts_ms);
@@ -233,6 +305,23 @@ impl Engine {
         }
     }
 
+    /// Like `seed_written`, for the per-period tables (engagement, lifecycle).
+    pub fn seed_written_periods(&mut self, engagement: &[EngagementRow], lifecycle: &[LifecycleRow]) {
+        let rows = engagement
+            .iter()
+            .map(|r| (&r.community_id, &r.group_id, FamilyKind::Engagement, r.day, r.values.to_vec()))
+            .chain(lifecycle.iter().map(|r| {
+                (&r.community_id, &r.group_id, FamilyKind::Lifecycle(r.granularity), r.period, r.values.to_vec())
+            }));
+        for (community_id, group_id, kind, date, values) in rows {
+            let comm = self.communities.entry(community_id.clone()).or_default();
+            let key = (comm.scope(group_id), kind);
+            let p = crate::period::period_of_day(crate::period::date_to_day(date), kind.granularity());
+            comm.written_families.entry(key.clone()).or_default().insert(p, values);
+            comm.dirty_families.insert(key);
+        }
+    }
+
     fn written_key(
         &mut self,
         community_id: &str,
@@ -265,13 +354,18 @@ impl Engine {
             };
             if let Some(as_of_ms) = as_of_ms {
                 materialize(&id, comm, &cfg, as_of_ms, &mut out);
+                materialize_families(&id, comm, &mut out);
             }
             if comm.stats_dirty {
                 comm.stats_dirty = false;
+                let day = |t: i64| crate::period::day_to_date(crate::period::local_day(t, cfg.timezone));
                 out.stats.push(CommunityStat {
                     community_id: id.clone(),
                     events_processed: comm.events_processed,
+                    min_ts_ms: comm.min_ts,
                     max_ts_ms: comm.max_ts,
+                    first_day: day(comm.min_ts),
+                    last_day: day(comm.max_ts),
                 });
             }
         }
@@ -286,8 +380,29 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
         let member = comm.members.get_mut(&member_id).expect("touched members exist");
         member.sort();
         let after = member.contributions(cfg);
-        for (scope, new) in &after {
-            let old = before.iter().find(|(s, _)| s == scope).and_then(|(_, c)| c.as_ref());
+        for (scope, new, new_activity) in &after {
+            let old_entry = before.iter().find(|(s, _, _)| s == scope);
+            let old_activity = old_entry.map(|(_, _, a)| a);
+            if old_activity != Some(new_activity) {
+                for kind in [FamilyKind::Engagement].into_iter().chain(Granularity::ALL.map(FamilyKind::Lifecycle)) {
+                    let terms = |a: &Activity| match kind {
+                        FamilyKind::Engagement => a.engagement.clone(),
+                        FamilyKind::Lifecycle(g) => a.lifecycle[g.idx()].clone(),
+                    };
+                    let key = (scope.clone(), kind);
+                    let family = comm.families.entry(key.clone()).or_default();
+                    if let Some(a) = old_activity {
+                        for t in terms(a) {
+                            family.apply(kind.width(), &t, -1);
+                        }
+                    }
+                    for t in terms(new_activity) {
+                        family.apply(kind.width(), &t, 1);
+                    }
+                    comm.dirty_families.insert(key);
+                }
+            }
+            let old = old_entry.and_then(|(_, c, _)| c.as_ref());
             if old == new.as_ref() {
                 continue;
             }
@@ -343,6 +458,8 @@ fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityCon
             comm.materialized_at[g.idx()] = Some(p);
             let all: Vec<CohortKey> = comm.cohorts.keys().filter(|k| k.gran == g).cloned().collect();
             comm.dirty_cohorts.extend(all);
+            let families: Vec<FamilyKey> = comm.families.keys().filter(|k| k.1.granularity() == g).cloned().collect();
+            comm.dirty_families.extend(families);
         }
     }
     let mut dirty: Vec<CohortKey> = comm.dirty_cohorts.drain().collect();
@@ -393,6 +510,65 @@ fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityCon
         }
         if agg.size == 0 && comm.cohorts.get(&key).is_some_and(|a| a.diff.iter().all(|d| d.iter().all(|&x| x == 0))) {
             comm.cohorts.remove(&key);
+        }
+    }
+}
+
+/// Emits every period row of the dirty families whose values changed, from the family's first
+/// period to the period of `as_of` (already set in `materialized_at`).
+fn materialize_families(id: &str, comm: &mut Community, out: &mut Output) {
+    let mut dirty: Vec<FamilyKey> = comm.dirty_families.drain().collect();
+    dirty.sort();
+    let empty = Family::default();
+    for key in dirty {
+        let kind = key.1;
+        let g = kind.granularity();
+        let Some(hi) = comm.materialized_at[g.idx()] else { continue };
+        let family = comm.families.get(&key).unwrap_or(&empty);
+        let written = comm.written_families.entry(key.clone()).or_default();
+        let lo = match (family.first(), written.keys().next().copied()) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(x) => x,
+                None => continue,
+            },
+        };
+        let width = kind.width();
+        let mut iters: Vec<_> = (0..width).map(|s| family.diffs.get(s).map(|d| d.range(..=hi).peekable())).collect();
+        let mut acc = vec![0i64; width];
+        for p in lo..=hi {
+            for (s, it) in iters.iter_mut().enumerate() {
+                if let Some(it) = it {
+                    while let Some((_, v)) = it.next_if(|(k, _)| **k <= p) {
+                        acc[s] += v;
+                    }
+                }
+            }
+            let before = written.get(&p);
+            let unchanged = match before {
+                Some(w) => *w == acc,
+                None => acc.iter().all(|&v| v == 0),
+            };
+            if unchanged {
+                continue;
+            }
+            written.insert(p, acc.clone());
+            let group_id = key.0.to_string();
+            match kind {
+                FamilyKind::Engagement => out.engagement.push(EngagementRow {
+                    community_id: id.to_owned(),
+                    group_id,
+                    day: period_start_date(p, g),
+                    values: acc.clone().try_into().expect("engagement width"),
+                }),
+                FamilyKind::Lifecycle(g) => out.lifecycle.push(LifecycleRow {
+                    community_id: id.to_owned(),
+                    group_id,
+                    granularity: g,
+                    period: period_start_date(p, g),
+                    values: acc.clone().try_into().expect("lifecycle width"),
+                }),
+            }
         }
     }
 }

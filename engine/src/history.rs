@@ -15,6 +15,8 @@ pub struct GroupHistory {
     pub activation: Vec<i64>,
     /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
     pub conversions: Vec<(i64, i64)>,
+    /// `(ts, type)` of every message, reaction and check-in (the engagement counts).
+    pub counted: Vec<(i64, schemas::EventType)>,
     sorted: bool,
 }
 
@@ -32,6 +34,7 @@ impl GroupHistory {
         self.participation.sort_unstable();
         self.activation.sort_unstable();
         self.conversions.sort_unstable();
+        self.counted.sort_unstable();
         self.sorted = true;
     }
 

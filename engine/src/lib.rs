@@ -3,6 +3,7 @@
 //! and the community's `as_of`. No I/O, no clock, so a replay of the same events gives the same
 //! tables, and tests can drive it directly.
 
+pub mod activity;
 pub mod config;
 pub mod contribution;
 pub mod engine;
@@ -13,5 +14,5 @@ pub mod table;
 
 pub use config::{CommunityConfig, Configs};
 pub use engine::Engine;
-pub use output::{CohortRow, CommunityStat, MemberFact, Mode, Output, RetentionCell};
+pub use output::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell};
 pub use period::Granularity;

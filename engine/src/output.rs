@@ -76,11 +76,34 @@ pub struct MemberFact {
     pub referral_window_end_ms: i64,
 }
 
+/// One local day of engagement (values in `activity::ENGAGEMENT` order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngagementRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub day: NaiveDate,
+    pub values: [i64; 10],
+}
+
+/// One period of lifecycle (values in `activity::LIFECYCLE` order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: Granularity,
+    pub period: NaiveDate,
+    pub values: [i64; 4],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommunityStat {
     pub community_id: String,
     pub events_processed: u64,
+    pub min_ts_ms: i64,
     pub max_ts_ms: i64,
+    /// Local dates (community time zone) of the first event and of the last.
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -88,15 +111,22 @@ pub struct Output {
     pub cohorts: Vec<CohortRow>,
     pub retention: Vec<RetentionCell>,
     pub members: Vec<MemberFact>,
+    pub engagement: Vec<EngagementRow>,
+    pub lifecycle: Vec<LifecycleRow>,
     pub stats: Vec<CommunityStat>,
 }
 
 impl Output {
     pub fn is_empty(&self) -> bool {
-        self.cohorts.is_empty() && self.retention.is_empty() && self.members.is_empty() && self.stats.is_empty()
+        self.rows() == 0
     }
 
     pub fn rows(&self) -> usize {
-        self.cohorts.len() + self.retention.len() + self.members.len() + self.stats.len()
+        self.cohorts.len()
+            + self.retention.len()
+            + self.members.len()
+            + self.engagement.len()
+            + self.lifecycle.len()
+            + self.stats.len()
     }
 }

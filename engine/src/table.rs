@@ -14,6 +14,10 @@ pub struct Tables {
     pub cohorts: BTreeMap<(String, String, Granularity, NaiveDate), u64>,
     pub retention: BTreeMap<Cell, u64>,
     pub members: BTreeMap<(String, String, String), crate::output::MemberFact>,
+    /// (community, group, day) -> engagement values
+    pub engagement: BTreeMap<(String, String, NaiveDate), [i64; 10]>,
+    /// (community, group, granularity, period) -> lifecycle values
+    pub lifecycle: BTreeMap<(String, String, Granularity, NaiveDate), [i64; 4]>,
     pub stats: BTreeMap<String, (u64, i64)>,
 }
 
@@ -28,6 +32,12 @@ impl Tables {
         }
         for m in &out.members {
             self.members.insert((m.community_id.clone(), m.group_id.clone(), m.member_id.clone()), m.clone());
+        }
+        for r in &out.engagement {
+            self.engagement.insert((r.community_id.clone(), r.group_id.clone(), r.day), r.values);
+        }
+        for r in &out.lifecycle {
+            self.lifecycle.insert((r.community_id.clone(), r.group_id.clone(), r.granularity, r.period), r.values);
         }
         for s in &out.stats {
             self.stats.insert(s.community_id.clone(), (s.events_processed, s.max_ts_ms));
@@ -44,6 +54,14 @@ impl Tables {
         }
         for (k, v) in &other.members {
             self.members.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &other.engagement {
+            let e = self.engagement.entry(k.clone()).or_insert([0; 10]);
+            e.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+        for (k, v) in &other.lifecycle {
+            let e = self.lifecycle.entry(k.clone()).or_insert([0; 4]);
+            e.iter_mut().zip(v).for_each(|(a, b)| *a += b);
         }
         for (k, (n, ts)) in &other.stats {
             let e = self.stats.entry(k.clone()).or_insert((0, i64::MIN));

@@ -47,6 +47,8 @@ fn reference_params(cfg: &CommunityConfig) -> reference::Params {
         activation_min: cfg.activation_min_events as usize,
         conversion_window_days: cfg.conversion_window_days as i64,
         referral_window_days: cfg.referral_window_days as i64,
+        wau_days: cfg.wau_days as i64,
+        mau_days: cfg.mau_days as i64,
     }
 }
 
@@ -115,6 +117,35 @@ pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &
         invited_total += got.invited;
     }
     assert!(invited_total > 0 || r.referral.is_empty(), "the generated data has invitations");
+
+    // Period tables: every reference row (dense, zeros included) equals the engine's (missing = 0),
+    // and the engine has no non-zero row outside the reference's range.
+    for ((scope, day), expected) in &r.engagement {
+        let got = tables.engagement.get(&(community.to_owned(), scope.clone(), *day)).copied().unwrap_or([0; 10]);
+        let got: Vec<u64> = got.iter().map(|&v| v as u64).collect();
+        assert_eq!(got, expected.to_vec(), "engagement {scope:?} {day}");
+    }
+    for ((c, scope, day), v) in &tables.engagement {
+        if c == community && v.iter().any(|&x| x != 0) {
+            assert!(
+                r.engagement.contains_key(&(scope.clone(), *day)),
+                "engagement row outside the range: {scope:?} {day}"
+            );
+        }
+    }
+    for ((scope, g, period), expected) in &r.lifecycle {
+        let key = (community.to_owned(), scope.clone(), Granularity::parse(g).unwrap(), *period);
+        let got = tables.lifecycle.get(&key).copied().unwrap_or([0; 4]);
+        let got: Vec<u64> = got.iter().map(|&v| v as u64).collect();
+        assert_eq!(got, expected.to_vec(), "lifecycle {scope:?} {g} {period}");
+    }
+    for ((c, scope, g, period), v) in &tables.lifecycle {
+        if c == community && v.iter().any(|&x| x != 0) {
+            let key = (scope.clone(), g.as_str().to_owned(), *period);
+            assert!(r.lifecycle.contains_key(&key), "lifecycle row outside the range: {key:?}");
+        }
+    }
+    assert!(r.engagement.values().any(|v| v[8] > 0), "the data has leaves");
 }
 
 fn community(seed: u64, members: usize, days: u32) -> Vec<Event> {

@@ -83,6 +83,10 @@ impl Pipeline {
                 store.written_cohorts(pu).await?.iter().filter_map(CohortSizeRow::to_engine).collect();
             let cells: Vec<_> = store.written_retention(pu).await?.iter().filter_map(RetentionRow::to_engine).collect();
             engine.seed_written(&cohorts, &cells);
+            let days: Vec<_> = store.written_engagement(pu).await?.iter().map(EngagementDayRow::to_engine).collect();
+            let periods: Vec<_> =
+                store.written_lifecycle(pu).await?.iter().filter_map(LifecyclePeriodRow::to_engine).collect();
+            engine.seed_written_periods(&days, &periods);
             // A topic that was recreated (shorter than what was archived) is read as new.
             let archived_until = store.archived_until(&cfg.kafka.topic, pu).await?.min(high);
             let version = store.max_version(pu).await? + 1;
@@ -186,6 +190,8 @@ impl Pipeline {
             batch.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, pu, v)));
             batch.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, pu, v)));
             batch.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
+            batch.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, pu, v)));
+            batch.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, pu, v)));
             batch.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
             batch.progress.push(ProgressRow {
                 topic: self.cfg.kafka.topic.clone(),

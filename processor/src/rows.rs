@@ -3,7 +3,7 @@
 
 use clickhouse::Row;
 use engine::period::date_to_day;
-use engine::{CohortRow, CommunityStat, MemberFact, RetentionCell};
+use engine::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, RetentionCell};
 use serde::{Deserialize, Serialize};
 
 pub fn days(d: chrono::NaiveDate) -> u16 {
@@ -183,6 +183,114 @@ pub struct CommunityStatRow {
     pub events_processed: u64,
     pub max_ts_ms: i64,
     pub version: u64,
+    pub min_ts_ms: i64,
+    pub first_day: u16,
+    pub last_day: u16,
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct EngagementDayRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub day: u16,
+    pub partition: u32,
+    pub dau: u64,
+    pub wau: u64,
+    pub mau: u64,
+    pub messages: u64,
+    pub reactions: u64,
+    pub checkins: u64,
+    pub joins: u64,
+    pub new_members: u64,
+    pub leaves: u64,
+    pub members: u64,
+    pub version: u64,
+}
+
+impl EngagementDayRow {
+    pub fn new(r: &EngagementRow, partition: u32, version: u64) -> Self {
+        let v = r.values.map(|x| x.max(0) as u64);
+        EngagementDayRow {
+            community_id: r.community_id.clone(),
+            group_id: r.group_id.clone(),
+            day: days(r.day),
+            partition,
+            dau: v[0],
+            wau: v[1],
+            mau: v[2],
+            messages: v[3],
+            reactions: v[4],
+            checkins: v[5],
+            joins: v[6],
+            new_members: v[7],
+            leaves: v[8],
+            members: v[9],
+            version,
+        }
+    }
+
+    pub fn to_engine(&self) -> EngagementRow {
+        let v = [
+            self.dau,
+            self.wau,
+            self.mau,
+            self.messages,
+            self.reactions,
+            self.checkins,
+            self.joins,
+            self.new_members,
+            self.leaves,
+            self.members,
+        ];
+        EngagementRow {
+            community_id: self.community_id.clone(),
+            group_id: self.group_id.clone(),
+            day: date(self.day),
+            values: v.map(|x| x as i64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct LifecyclePeriodRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: String,
+    pub period: u16,
+    pub partition: u32,
+    pub new: u64,
+    pub returning: u64,
+    pub resurrecting: u64,
+    pub dormant: u64,
+    pub version: u64,
+}
+
+impl LifecyclePeriodRow {
+    pub fn new(r: &LifecycleRow, partition: u32, version: u64) -> Self {
+        let v = r.values.map(|x| x.max(0) as u64);
+        LifecyclePeriodRow {
+            community_id: r.community_id.clone(),
+            group_id: r.group_id.clone(),
+            granularity: r.granularity.as_str().to_owned(),
+            period: days(r.period),
+            partition,
+            new: v[0],
+            returning: v[1],
+            resurrecting: v[2],
+            dormant: v[3],
+            version,
+        }
+    }
+
+    pub fn to_engine(&self) -> Option<LifecycleRow> {
+        Some(LifecycleRow {
+            community_id: self.community_id.clone(),
+            group_id: self.group_id.clone(),
+            granularity: engine::Granularity::parse(&self.granularity)?,
+            period: date(self.period),
+            values: [self.new, self.returning, self.resurrecting, self.dormant].map(|x| x as i64),
+        })
+    }
 }
 
 impl CommunityStatRow {
@@ -193,6 +301,9 @@ impl CommunityStatRow {
             events_processed: s.events_processed,
             max_ts_ms: s.max_ts_ms,
             version,
+            min_ts_ms: s.min_ts_ms,
+            first_day: days(s.first_day),
+            last_day: days(s.last_day),
         }
     }
 }

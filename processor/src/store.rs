@@ -16,13 +16,21 @@ pub struct Batch {
     pub cohorts: Vec<CohortSizeRow>,
     pub retention: Vec<RetentionRow>,
     pub members: Vec<MemberFactRow>,
+    pub engagement: Vec<EngagementDayRow>,
+    pub lifecycle: Vec<LifecyclePeriodRow>,
     pub stats: Vec<CommunityStatRow>,
     pub progress: Vec<ProgressRow>,
 }
 
 impl Batch {
     pub fn rows(&self) -> usize {
-        self.raw.len() + self.cohorts.len() + self.retention.len() + self.members.len() + self.stats.len()
+        self.raw.len()
+            + self.cohorts.len()
+            + self.retention.len()
+            + self.members.len()
+            + self.engagement.len()
+            + self.lifecycle.len()
+            + self.stats.len()
     }
 }
 
@@ -67,6 +75,8 @@ impl Store {
         self.insert("cohorts", &batch.cohorts).await?;
         self.insert("retention", &batch.retention).await?;
         self.insert("member_facts", &batch.members).await?;
+        self.insert("engagement", &batch.engagement).await?;
+        self.insert("lifecycle", &batch.lifecycle).await?;
         self.insert("community_stats", &batch.stats).await?;
         self.insert("processor_progress", &batch.progress).await?;
         Ok(())
@@ -98,6 +108,14 @@ impl Store {
 
     pub async fn written_cohorts(&self, partition: u32) -> Result<Vec<CohortSizeRow>, ProcessorError> {
         Ok(self.client.query(queries::WRITTEN_COHORTS).bind(partition).fetch_all::<CohortSizeRow>().await?)
+    }
+
+    pub async fn written_engagement(&self, partition: u32) -> Result<Vec<EngagementDayRow>, ProcessorError> {
+        Ok(self.client.query(queries::WRITTEN_ENGAGEMENT).bind(partition).fetch_all::<EngagementDayRow>().await?)
+    }
+
+    pub async fn written_lifecycle(&self, partition: u32) -> Result<Vec<LifecyclePeriodRow>, ProcessorError> {
+        Ok(self.client.query(queries::WRITTEN_LIFECYCLE).bind(partition).fetch_all::<LifecyclePeriodRow>().await?)
     }
 
     pub async fn written_retention(&self, partition: u32) -> Result<Vec<RetentionRow>, ProcessorError> {

@@ -30,6 +30,8 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .route("/v1/communities/{community}/activation", get(activation))
         .route("/v1/communities/{community}/conversion", get(conversion))
         .route("/v1/communities/{community}/referral", get(referral))
+        .route("/v1/communities/{community}/engagement", get(engagement))
+        .route("/v1/communities/{community}/lifecycle", get(lifecycle))
         .route("/v1/communities/{community}/freshness", get(freshness))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)
@@ -236,6 +238,107 @@ async fn referral(
             .map(|r| {
                 json!({"cohort": r.cohort.to_string(), "size": r.size, "referred": r.referred,
                        "invited": r.invited, "k_factor": r.k_factor})
+            })
+            .collect(),
+    );
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+/// Every period of granularity `g` from the community's first event to `as_of`, within the
+/// request's `from`/`to` (period start dates, inclusive).
+fn periods(sel: &Selection, days: Option<(chrono::NaiveDate, chrono::NaiveDate)>) -> Vec<chrono::NaiveDate> {
+    use engine::period::{date_to_day, period_of_day, period_start_date};
+    let Some((first, last)) = days else { return Vec::new() };
+    let g = sel.granularity;
+    let (lo, hi) = (period_of_day(date_to_day(first), g), period_of_day(date_to_day(last), g));
+    (lo..=hi).map(|p| period_start_date(p, g)).filter(|d| sel.contains(*d)).collect()
+}
+
+#[tracing::instrument(name = "query.engagement", skip_all, fields(%community))]
+async fn engagement(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let mut sel = params.selection(&community)?;
+    sel.granularity = engine::Granularity::Day;
+    let format = params.format(accept(&headers))?;
+    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let rows: std::collections::BTreeMap<_, _> =
+        state.source.engagement(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
+    let names = engine::activity::ENGAGEMENT;
+    let dense: Vec<(chrono::NaiveDate, [u64; 10])> =
+        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 10]))).collect();
+    if format == Format::Csv {
+        let mut out = String::new();
+        let mut head_row = vec!["day".to_string()];
+        head_row.extend(names.iter().map(|n| n.to_string()));
+        write_row(&mut out, &head_row);
+        for (d, v) in &dense {
+            let mut cells = vec![d.to_string()];
+            cells.extend(v.iter().map(u64::to_string));
+            write_row(&mut out, &cells);
+        }
+        return Ok(csv_response(out));
+    }
+    let mut body = head(&sel, fresh.as_of_ms);
+    body.insert(
+        "days".into(),
+        dense
+            .iter()
+            .map(|(d, v)| {
+                let mut m = serde_json::Map::new();
+                m.insert("day".into(), json!(d.to_string()));
+                for (n, x) in names.iter().zip(v) {
+                    m.insert((*n).into(), json!(x));
+                }
+                Value::Object(m)
+            })
+            .collect(),
+    );
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+#[tracing::instrument(name = "query.lifecycle", skip_all, fields(%community))]
+async fn lifecycle(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let sel = params.selection(&community)?;
+    let format = params.format(accept(&headers))?;
+    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let rows: std::collections::BTreeMap<_, _> =
+        state.source.lifecycle(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
+    let names = engine::activity::LIFECYCLE;
+    let dense: Vec<(chrono::NaiveDate, [u64; 4])> =
+        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 4]))).collect();
+    if format == Format::Csv {
+        let mut out = String::new();
+        write_row(&mut out, &["period", "new", "returning", "resurrecting", "dormant"].map(String::from));
+        for (d, v) in &dense {
+            let mut cells = vec![d.to_string()];
+            cells.extend(v.iter().map(u64::to_string));
+            write_row(&mut out, &cells);
+        }
+        return Ok(csv_response(out));
+    }
+    let mut body = head(&sel, fresh.as_of_ms);
+    body.insert(
+        "periods".into(),
+        dense
+            .iter()
+            .map(|(d, v)| {
+                let mut m = serde_json::Map::new();
+                m.insert("period".into(), json!(d.to_string()));
+                for (n, x) in names.iter().zip(v) {
+                    m.insert((*n).into(), json!(x));
+                }
+                Value::Object(m)
             })
             .collect(),
     );

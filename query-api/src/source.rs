@@ -55,6 +55,8 @@ pub struct Freshness {
     pub as_of_ms: Option<i64>,
     pub events_processed: u64,
     pub lag_events: i64,
+    /// Local days of the community's first event and of `as_of`: the range period tables list.
+    pub days: Option<(NaiveDate, NaiveDate)>,
 }
 
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = Result<T, QueryError>> + Send + 'a>>;
@@ -64,6 +66,10 @@ pub trait Source: Send + Sync + 'static {
     fn activation<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ActivationRow>>;
     fn conversion<'a>(&'a self, sel: &'a Selection, as_of_ms: Option<i64>) -> BoxFut<'a, Vec<ConversionRow>>;
     fn referral<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<ReferralRow>>;
+    /// Engagement rows that have any partition's row (the caller fills the other days with zeros).
+    fn engagement<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 10])>>;
+    /// Lifecycle rows that have any partition's row.
+    fn lifecycle<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>>;
     fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness>;
     fn ping(&self) -> BoxFut<'_, ()>;
 }
@@ -257,9 +263,76 @@ impl Source for ClickHouseSource {
         })
     }
 
+    fn engagement<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 10])>> {
+        Box::pin(async move {
+            let _t = self.timer("engagement");
+            #[derive(Row, Deserialize)]
+            struct Day {
+                day: u16,
+                dau: u64,
+                wau: u64,
+                mau: u64,
+                messages: u64,
+                reactions: u64,
+                checkins: u64,
+                joins: u64,
+                new_members: u64,
+                leaves: u64,
+                members: u64,
+            }
+            let sql = queries::engagement(sel.from.is_some(), sel.to.is_some());
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let rows = bind_dates(q, sel).fetch_all::<Day>().await?;
+            Ok(rows
+                .into_iter()
+                .map(|d| {
+                    let v = [
+                        d.dau,
+                        d.wau,
+                        d.mau,
+                        d.messages,
+                        d.reactions,
+                        d.checkins,
+                        d.joins,
+                        d.new_members,
+                        d.leaves,
+                        d.members,
+                    ];
+                    (date(d.day), v)
+                })
+                .collect())
+        })
+    }
+
+    fn lifecycle<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>> {
+        Box::pin(async move {
+            let _t = self.timer("lifecycle");
+            #[derive(Row, Deserialize)]
+            struct Period {
+                period: u16,
+                new: u64,
+                returning: u64,
+                resurrecting: u64,
+                dormant: u64,
+            }
+            let sql = queries::lifecycle(sel.from.is_some(), sel.to.is_some());
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
+            Ok(rows.into_iter().map(|p| (date(p.period), [p.new, p.returning, p.resurrecting, p.dormant])).collect())
+        })
+    }
+
     fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness> {
         Box::pin(async move {
             let _t = self.timer("freshness");
+            #[derive(Row, Deserialize)]
+            struct Range {
+                partitions: u64,
+                first_day: u16,
+                last_day: u16,
+            }
+            let range = self.client.query(queries::COMMUNITY_RANGE).bind(community).fetch_all::<Range>().await?;
+            let days = range.first().filter(|r| r.partitions > 0).map(|r| (date(r.first_day), date(r.last_day)));
             #[derive(Row, Deserialize)]
             struct Stats {
                 n: u64,
@@ -277,6 +350,7 @@ impl Source for ClickHouseSource {
                 as_of_ms: s.filter(|s| s.partitions > 0).map(|s| s.max_ts),
                 events_processed: s.map(|s| s.n).unwrap_or(0),
                 lag_events: lag.first().map(|l| l.lag).unwrap_or(0),
+                days,
             })
         })
     }

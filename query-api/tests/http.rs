@@ -69,10 +69,21 @@ impl Source for Fake {
             Ok(vec![ReferralRow { cohort: d("2024-01-01"), size: 4, referred: 1, invited: 2, k_factor: 0.5 }])
         })
     }
+    fn engagement<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 10])>> {
+        Box::pin(async move { Ok(vec![(d("2024-01-02"), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]) })
+    }
+    fn lifecycle<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>> {
+        Box::pin(async move { Ok(vec![(d("2024-01-01"), [3, 0, 1, 0])]) })
+    }
     fn freshness<'a>(&'a self, _c: &'a str) -> BoxFut<'a, Freshness> {
-        Box::pin(
-            async move { Ok(Freshness { as_of_ms: Some(1_704_153_600_000), events_processed: 42, lag_events: 3 }) },
-        )
+        Box::pin(async move {
+            Ok(Freshness {
+                as_of_ms: Some(1_704_153_600_000),
+                events_processed: 42,
+                lag_events: 3,
+                days: Some((d("2023-12-31"), d("2024-01-02"))),
+            })
+        })
     }
     fn ping(&self) -> BoxFut<'_, ()> {
         Box::pin(async { Ok(()) })
@@ -194,6 +205,35 @@ async fn conversion_and_referral_have_the_spec_shape() {
     let (status, _, _) =
         get(app(Arc::new(Fake::default())), "/v1/communities/acme/referral", Some("read-other-1"), None).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn period_tables_list_every_period_from_first_event_to_as_of() {
+    let (status, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/engagement", Some("read-acme-1"), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let days: Vec<&str> = v["days"].as_array().unwrap().iter().map(|d| d["day"].as_str().unwrap()).collect();
+    assert_eq!(days, ["2023-12-31", "2024-01-01", "2024-01-02"]);
+    assert_eq!(v["days"][0]["dau"], 0, "days without rows are zeros");
+    assert_eq!(v["days"][2]["members"], 10);
+    let (_, _, body) = get(
+        app(Arc::new(Fake::default())),
+        "/v1/communities/acme/lifecycle?granularity=week&format=csv",
+        Some("read-acme-1"),
+        None,
+    )
+    .await;
+    assert_eq!(body, "period,new,returning,resurrecting,dormant\r\n2023-12-25,0,0,0,0\r\n2024-01-01,3,0,1,0\r\n");
+    let (_, _, body) = get(
+        app(Arc::new(Fake::default())),
+        "/v1/communities/acme/engagement?from=2024-01-01&to=2024-01-01",
+        Some("read-acme-1"),
+        None,
+    )
+    .await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["days"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -22,6 +22,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "conversion_referral",
         sql: include_str!("../clickhouse/0002_conversion_referral.sql"),
     },
+    Migration {
+        version: 3,
+        name: "engagement_lifecycle",
+        sql: include_str!("../clickhouse/0003_engagement_lifecycle.sql"),
+    },
 ];
 
 /// `(table, column)` when `statement` is `ALTER TABLE db.table ADD COLUMN column ...`: the runner

@@ -98,7 +98,44 @@ pub fn max_version(table: &str) -> String {
     format!("SELECT toUInt64(max(version)) AS v FROM {table} WHERE partition = ?")
 }
 
-pub const DERIVED_TABLES: [&str; 4] = ["cohorts", "retention", "member_facts", "community_stats"];
+pub const DERIVED_TABLES: [&str; 6] =
+    ["cohorts", "retention", "member_facts", "community_stats", "engagement", "lifecycle"];
+
+/// The local days of the community's first event and of `as_of`. Binds: community.
+pub const COMMUNITY_RANGE: &str = "SELECT toUInt64(count()) AS partitions, min(first_day) AS first_day, \
+     max(last_day) AS last_day FROM community_stats FINAL WHERE community_id = ?";
+
+/// Binds: community, group, [from], [to].
+pub fn engagement(from: bool, to: bool) -> String {
+    format!(
+        "SELECT day, toUInt64(sum(dau)) AS dau, toUInt64(sum(wau)) AS wau, toUInt64(sum(mau)) AS mau, \
+         toUInt64(sum(messages)) AS messages, toUInt64(sum(reactions)) AS reactions, \
+         toUInt64(sum(checkins)) AS checkins, toUInt64(sum(joins)) AS joins, \
+         toUInt64(sum(new_members)) AS new_members, toUInt64(sum(leaves)) AS leaves, \
+         toUInt64(sum(members)) AS members \
+         FROM engagement FINAL WHERE community_id = ? AND group_id = ?{} GROUP BY day ORDER BY day",
+        date_filter("day", from, to)
+    )
+}
+
+/// Binds: community, group, granularity, [from], [to].
+pub fn lifecycle(from: bool, to: bool) -> String {
+    format!(
+        "SELECT period, toUInt64(sum(new)) AS new, toUInt64(sum(returning)) AS returning, \
+         toUInt64(sum(resurrecting)) AS resurrecting, toUInt64(sum(dormant)) AS dormant \
+         FROM lifecycle FINAL WHERE community_id = ? AND group_id = ? AND granularity = ?{} \
+         GROUP BY period ORDER BY period",
+        date_filter("period", from, to)
+    )
+}
+
+/// Binds: partition.
+pub const WRITTEN_ENGAGEMENT: &str = "SELECT community_id, group_id, day, partition, dau, wau, mau, messages, \
+     reactions, checkins, joins, new_members, leaves, members, version FROM engagement FINAL WHERE partition = ?";
+
+/// Binds: partition.
+pub const WRITTEN_LIFECYCLE: &str = "SELECT community_id, group_id, granularity, period, partition, new, returning, \
+     resurrecting, dormant, version FROM lifecycle FINAL WHERE partition = ?";
 
 /// Binds: topic, partition.
 pub const ARCHIVED_UNTIL: &str =
@@ -165,6 +202,19 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
         }
     }
     emit("query", bind(COMMUNITY_STATS, &["demo"]));
+    emit("query", bind(COMMUNITY_RANGE, &["demo"]));
+    for (from, to) in [(false, false), (true, true)] {
+        let dates: Vec<&str> =
+            [from.then_some("2024-01-01"), to.then_some("2024-03-31")].into_iter().flatten().collect();
+        let mut b = vec!["demo", "g1"];
+        b.extend(&dates);
+        emit("query", bind(&engagement(from, to), &b));
+        let mut b = vec!["demo", "", "week"];
+        b.extend(&dates);
+        emit("query", bind(&lifecycle(from, to), &b));
+    }
+    emit("query", bind(WRITTEN_ENGAGEMENT, &["0"]));
+    emit("query", bind(WRITTEN_LIFECYCLE, &["0"]));
     emit("query", CONSUMER_LAG.to_string());
     for t in DERIVED_TABLES {
         emit("query", bind(&max_version(t), &["0"]));

@@ -24,7 +24,10 @@ samples = [
     f"INSERT INTO {db}.member_facts (community_id, group_id, member_id, partition, join_ms, cohort_day, cohort_week, "
     "cohort_month, inviter_id, referral_window_end_ms, version) "
     "VALUES ('demo','','m2',0,1704153600000,'2024-01-02','2024-01-01','2024-01-01','m1',1706745600000,1)",
-    f"INSERT INTO {db}.community_stats VALUES ('demo',0,10,1704067200000,1)",
+    f"INSERT INTO {db}.community_stats (community_id, partition, events_processed, max_ts_ms, version, min_ts_ms, "
+    "first_day, last_day) VALUES ('demo',0,10,1704067200000,1,1703980800000,'2023-12-31','2024-01-01')",
+    f"INSERT INTO {db}.engagement VALUES ('demo','g1','2024-01-01',0,1,2,3,4,5,6,7,8,9,10,1)",
+    f"INSERT INTO {db}.lifecycle VALUES ('demo','','week','2024-01-01',0,1,2,3,4,1)",
     f"INSERT INTO {db}.processor_progress VALUES ('engagement-events',0,10,12,1)",
 ]
 passed = failed = 0

@@ -100,6 +100,65 @@ fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> u
     let mut cells = 0;
     for scope in &scopes {
         let group_param = if scope.is_empty() { String::new() } else { format!("&group={scope}") };
+        let (status, v) = get(client, stack, &format!("/v1/communities/e2e/engagement?x=1{group_param}"), READ_KEY);
+        assert_eq!(status, 200, "{v}");
+        let got: Vec<(String, Vec<u64>)> = v["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let values = [
+                    "dau",
+                    "wau",
+                    "mau",
+                    "messages",
+                    "reactions",
+                    "checkins",
+                    "joins",
+                    "new_members",
+                    "leaves",
+                    "members",
+                ]
+                .iter()
+                .map(|k| d[*k].as_u64().unwrap())
+                .collect();
+                (d["day"].as_str().unwrap().to_owned(), values)
+            })
+            .collect();
+        let want: Vec<(String, Vec<u64>)> = r
+            .engagement
+            .iter()
+            .filter(|((s, _), _)| s == scope)
+            .map(|((_, d), v)| (d.to_string(), v.to_vec()))
+            .collect();
+        assert!(want.len() > 50);
+        assert_eq!(got, want, "engagement scope={scope:?}");
+        cells += want.len() * 10;
+        for g in reference::GRANULARITIES {
+            let path = format!("/v1/communities/e2e/lifecycle?granularity={g}{group_param}");
+            let (status, v) = get(client, stack, &path, READ_KEY);
+            assert_eq!(status, 200, "{v}");
+            let got: Vec<(String, Vec<u64>)> = v["periods"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    let values = ["new", "returning", "resurrecting", "dormant"]
+                        .iter()
+                        .map(|k| p[*k].as_u64().unwrap())
+                        .collect();
+                    (p["period"].as_str().unwrap().to_owned(), values)
+                })
+                .collect();
+            let want: Vec<(String, Vec<u64>)> = r
+                .lifecycle
+                .iter()
+                .filter(|((s, gg, _), _)| s == scope && gg == g)
+                .map(|((_, _, p), v)| (p.to_string(), v.to_vec()))
+                .collect();
+            assert_eq!(got, want, "lifecycle scope={scope:?} {g}");
+            cells += want.len() * 4;
+        }
         for g in reference::GRANULARITIES {
             for mode in reference::MODES {
                 let (status, v) = get(

@@ -17,6 +17,8 @@ pub struct Params {
     pub activation_min: usize,
     pub conversion_window_days: i64,
     pub referral_window_days: i64,
+    pub wau_days: i64,
+    pub mau_days: i64,
 }
 
 impl Default for Params {
@@ -34,6 +36,8 @@ impl Default for Params {
             activation_min: 1,
             conversion_window_days: 30,
             referral_window_days: 30,
+            wau_days: 7,
+            mau_days: 28,
         }
     }
 }
@@ -83,6 +87,12 @@ pub struct Reference {
     pub conversion: BTreeMap<(String, String, NaiveDate), ConversionRow>,
     /// (group, granularity, cohort) -> referral
     pub referral: BTreeMap<(String, String, NaiveDate), ReferralRow>,
+    /// (group, day) -> dau, wau, mau, messages, reactions, checkins, joins, new_members, leaves,
+    /// members; every day from the community's first event to as_of
+    pub engagement: BTreeMap<(String, NaiveDate), [u64; 10]>,
+    /// (group, granularity, period) -> new, returning, resurrecting, dormant; every period from the
+    /// community's first event to as_of
+    pub lifecycle: BTreeMap<(String, String, NaiveDate), [u64; 4]>,
 }
 
 /// The local date of an instant.
@@ -177,6 +187,7 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
     let mut r = Reference { events_processed: accepted.len() as u64, ..Default::default() };
     r.as_of_ms = accepted.iter().map(|e| e.ts_ms).max();
     let Some(as_of) = r.as_of_ms else { return r };
+    let accepted_min_ts = accepted.iter().map(|e| e.ts_ms).min().expect("non-empty");
     let events: Vec<&Event> = accepted.into_iter().filter(|e| !e.is_bot).collect();
     let events = &events;
 
@@ -266,8 +277,118 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
             }
         }
     }
-    conversion_and_referral(&events, &scopes, as_of, p, &mut r);
+    conversion_and_referral(events, &scopes, as_of, p, &mut r);
+    let first = accepted_min_ts;
+    engagement_and_lifecycle(events, &scopes, first, as_of, p, &mut r);
     r
+}
+
+/// Membership-ending leaves of one member in a scope: leaves after which the member is in no
+/// group of the scope while they were in one just before (joins first at one instant).
+fn ending_leaves(mine: &[&Event], groups: &[String]) -> Vec<i64> {
+    let mut changes: Vec<(i64, u8, &str)> = mine
+        .iter()
+        .filter(|e| groups.contains(&e.group_id))
+        .filter_map(|e| match e.event_type {
+            EventType::MemberJoined => Some((e.ts_ms, 0, e.group_id.as_str())),
+            EventType::MemberLeft => Some((e.ts_ms, 1, e.group_id.as_str())),
+            _ => None,
+        })
+        .collect();
+    changes.sort();
+    let mut inside: BTreeSet<&str> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (ts, kind, g) in changes {
+        if kind == 0 {
+            inside.insert(g);
+        } else if inside.remove(g) && inside.is_empty() {
+            out.push(ts);
+        }
+    }
+    out
+}
+
+fn engagement_and_lifecycle(
+    events: &[&Event],
+    scopes: &[(String, Vec<String>)],
+    first: i64,
+    as_of: i64,
+    p: &Params,
+    r: &mut Reference,
+) {
+    let first_day = local_date(first, p.tz);
+    let last_day = local_date(as_of, p.tz);
+    for (scope, scope_groups) in scopes {
+        let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
+        let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
+        let per_member: Vec<(Vec<&Event>, Option<i64>, Vec<NaiveDate>, Vec<NaiveDate>)> = members
+            .iter()
+            .map(|m| {
+                let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == *m).collect();
+                let j = mine.iter().filter(|e| e.event_type == EventType::MemberJoined).map(|e| e.ts_ms).min();
+                let active: Vec<NaiveDate> = mine
+                    .iter()
+                    .filter(|e| p.participation.contains(&e.event_type))
+                    .map(|e| local_date(e.ts_ms, p.tz))
+                    .collect();
+                let ending: Vec<NaiveDate> =
+                    ending_leaves(&mine, scope_groups).into_iter().map(|t| local_date(t, p.tz)).collect();
+                (mine, j, active, ending)
+            })
+            .collect();
+        let mut d = first_day;
+        while d <= last_day {
+            let mut row = [0u64; 10];
+            let end_of_day = start_instant(d + Duration::days(1), p.tz) - 1;
+            for (mine, j, active, ending) in &per_member {
+                let within = |n: i64| active.iter().any(|a| *a <= d && *a > d - Duration::days(n));
+                row[0] += within(1) as u64;
+                row[1] += within(p.wau_days) as u64;
+                row[2] += within(p.mau_days) as u64;
+                for (i, t) in [
+                    (3, EventType::MessagePosted),
+                    (4, EventType::ReactionAdded),
+                    (5, EventType::Checkin),
+                    (6, EventType::MemberJoined),
+                ] {
+                    row[i] +=
+                        mine.iter().filter(|e| e.event_type == t && local_date(e.ts_ms, p.tz) == d).count() as u64;
+                }
+                row[7] += j.is_some_and(|j| local_date(j, p.tz) == d) as u64;
+                row[8] += ending.iter().filter(|x| **x == d).count() as u64;
+                row[9] += is_in(mine, scope_groups, end_of_day) as u64;
+            }
+            r.engagement.insert((scope.clone(), d), row);
+            d += Duration::days(1);
+        }
+        for g in GRANULARITIES {
+            let mut period = period_start(first_day, g);
+            let mut previous: Option<NaiveDate> = None;
+            while period <= last_day {
+                let mut row = [0u64; 4];
+                let active_in =
+                    |active: &[NaiveDate], start: NaiveDate| active.iter().any(|a| period_start(*a, g) == start);
+                for (_, j, active, _) in &per_member {
+                    let now = active_in(active, period);
+                    let before = previous.is_some_and(|prev| active_in(active, prev));
+                    let is_new = j.is_some_and(|j| period_start(local_date(j, p.tz), g) == period);
+                    if now && is_new {
+                        row[0] += 1;
+                    } else if now && before {
+                        row[1] += 1;
+                    } else if now {
+                        row[2] += 1;
+                    }
+                    if before && !now {
+                        row[3] += 1;
+                    }
+                }
+                r.lifecycle.insert((scope.clone(), g.into(), period), row);
+                previous = Some(period);
+                period = next_period(period, g);
+            }
+        }
+    }
 }
 
 /// One member's join facts in a scope, read straight off their events.
