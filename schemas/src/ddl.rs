@@ -62,13 +62,6 @@ mod tests {
 
     #[test]
     fn recognises_added_columns() {
-        let s = "ALTER TABLE db.member_facts ADD COLUMN inviter_id String";
-        assert_eq!(added_column(s), Some(("member_facts", "inviter_id")));
-        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS db.x (a UInt8)"), None);
-    }
-
-    #[test]
-    fn recognises_added_columns() {
         assert_eq!(
             added_column("ALTER TABLE db.member_facts ADD COLUMN inviter_id String"),
             Some(("member_facts", "inviter_id"))

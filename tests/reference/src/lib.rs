@@ -308,6 +308,9 @@ fn ending_leaves(mine: &[&Event], groups: &[String]) -> Vec<i64> {
     out
 }
 
+/// A member's events in a scope, join time, active days and days of membership-ending leaves.
+type MemberDays<'a> = (Vec<&'a Event>, Option<i64>, Vec<NaiveDate>, Vec<NaiveDate>);
+
 fn engagement_and_lifecycle(
     events: &[&Event],
     scopes: &[(String, Vec<String>)],
@@ -321,7 +324,7 @@ fn engagement_and_lifecycle(
     for (scope, scope_groups) in scopes {
         let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
         let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
-        let per_member: Vec<(Vec<&Event>, Option<i64>, Vec<NaiveDate>, Vec<NaiveDate>)> = members
+        let per_member: Vec<MemberDays> = members
             .iter()
             .map(|m| {
                 let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == *m).collect();
