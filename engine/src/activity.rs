@@ -12,6 +12,11 @@ pub const ENGAGEMENT: [&str; 10] =
     ["dau", "wau", "mau", "messages", "reactions", "checkins", "joins", "new_members", "leaves", "members"];
 /// Lifecycle series, in the column order of the `lifecycle` table.
 pub const LIFECYCLE: [&str; 4] = ["new", "returning", "resurrecting", "dormant"];
+/// Churn series, in the column order of the `churn` table (`churn_rate` = churned / members_start).
+pub const CHURN: [&str; 5] = ["members_start", "churned", "left", "removed", "inactive"];
+
+/// Terms without a gate count at once.
+pub const UNGATED: i64 = i64::MIN;
 
 /// A term of a series: `value` on every period in `[start, end)` (`end == OPEN`: up to `as_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +25,8 @@ pub struct Term {
     pub start: i32,
     pub end: i32,
     pub value: i64,
+    /// Counts only once `as_of >= gate` (inactivity churn moments); `UNGATED` otherwise.
+    pub gate: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -28,10 +35,12 @@ pub struct Activity {
     pub engagement: Vec<Term>,
     /// Terms over periods, per granularity.
     pub lifecycle: [Vec<Term>; 3],
+    /// Terms over periods, per granularity.
+    pub churn: [Vec<Term>; 3],
 }
 
 fn point(series: usize, day: i32, value: i64) -> Term {
-    Term { series: series as u8, start: day, end: day + 1, value }
+    Term { series: series as u8, start: day, end: day + 1, value, gate: UNGATED }
 }
 
 /// `[d, d + width)` for every day `d`, merged where they overlap.
@@ -41,14 +50,14 @@ fn windows(days: &[i32], width: i32, series: usize, out: &mut Vec<Term>) {
         match current {
             Some((s, e)) if d <= e => current = Some((s, e.max(d + width))),
             Some((s, e)) => {
-                out.push(Term { series: series as u8, start: s, end: e, value: 1 });
+                out.push(Term { series: series as u8, start: s, end: e, value: 1, gate: UNGATED });
                 current = Some((d, d + width));
             }
             None => current = Some((d, d + width)),
         }
     }
     if let Some((s, e)) = current {
-        out.push(Term { series: series as u8, start: s, end: e, value: 1 });
+        out.push(Term { series: series as u8, start: s, end: e, value: 1, gate: UNGATED });
     }
 }
 
@@ -88,11 +97,13 @@ pub fn activity(
     if let Some(j) = join_ms {
         e.push(point(7, local_day(j, tz), 1));
     }
-    let (ending, member_days) = membership_by_day(view, cfg);
-    per_day(ending, 8, e);
+    let timeline = membership_timeline(view);
+    let (ending, member_days) = membership_by_period(view, &timeline, |t| local_day(t, tz));
+    per_day(ending.iter().map(|x| x.0).collect(), 8, e);
     for (s, end) in member_days {
-        e.push(Term { series: 9, start: s, end, value: 1 });
+        e.push(Term { series: 9, start: s, end, value: 1, gate: UNGATED });
     }
+    let moments = join_ms.map(|j| inactivity_moments(view, j, cfg)).unwrap_or_default();
 
     for g in Granularity::ALL {
         let mut periods: Vec<i32> = days.iter().map(|&d| period_of_day(d, g)).collect();
@@ -113,20 +124,78 @@ pub fn activity(
                 l.push(point(3, p + 1, 1));
             }
         }
+        let period = |t: i64| period_of_day(local_day(t, tz), g);
+        let (ending, ranges) = membership_by_period(view, &timeline, period);
+        let c = &mut act.churn[g.idx()];
+        for &(s, end) in &ranges {
+            // In at the end of s..end-1: in at the start of s+1..end; out at the end of `end`.
+            let end_start = if end == OPEN { OPEN } else { end + 1 };
+            c.push(Term { series: 0, start: s + 1, end: end_start, value: 1, gate: UNGATED });
+            if end != OPEN {
+                c.push(point(1, end, 1));
+            }
+        }
+        // Per period where the member ends out: the reason of the last membership-ending leave.
+        let out_at_end = |p: i32| !ranges.iter().any(|&(s, e)| s <= p && (e == OPEN || p < e));
+        let mut i = 0;
+        while i < ending.len() {
+            let p = ending[i].0;
+            let last = ending[i..].iter().take_while(|x| x.0 == p).last().expect("non-empty");
+            if out_at_end(p) {
+                c.push(point(if last.1 == schemas::LeaveReason::Left { 2 } else { 3 }, p, 1));
+            }
+            i += ending[i..].iter().take_while(|x| x.0 == p).count();
+        }
+        // Distinct members with a moment in a period: the period's first moment gates it.
+        let mut firsts: Vec<(i32, i64)> = moments.iter().map(|&m| (period(m), m)).collect();
+        firsts.sort_unstable();
+        firsts.dedup_by_key(|x| x.0);
+        for (p, m) in firsts {
+            c.push(Term { series: 4, start: p, end: p + 1, value: 1, gate: m });
+        }
     }
     act
 }
 
-/// The days of membership-ending leaves (one per leave that takes the member out of the scope),
-/// and the ranges of days at whose end the member is in.
-fn membership_by_day(view: &ScopeView<'_>, cfg: &CommunityConfig) -> (Vec<i32>, Vec<(i32, i32)>) {
-    // (ts, 0 = join / 1 = leave, group): joins apply before leaves at one instant.
-    let mut timeline: Vec<(i64, u8, usize)> = Vec::new();
+/// Inactivity churn moments (SPEC 4.7): `t + T` for `t = j` and each participation time
+/// `t >= j`, when there is no participation in `(t, t + T]` and the member is in at `t + T`.
+/// Whether `t + T <= as_of` is left to the gate.
+fn inactivity_moments(view: &ScopeView<'_>, j: i64, cfg: &CommunityConfig) -> Vec<i64> {
+    let span = cfg.inactivity_days as i64 * crate::config::DAY_MS;
+    let mut times: Vec<i64> = view.participation().filter(|&t| t >= j).collect();
+    times.sort_unstable();
+    times.dedup();
+    let mut starts = vec![j];
+    starts.extend(times.iter().copied().filter(|&t| t != j));
+    starts
+        .into_iter()
+        .filter(|&t| {
+            let next = times.partition_point(|&x| x <= t);
+            times.get(next).is_none_or(|&n| n > t + span)
+        })
+        .map(|t| t + span)
+        .filter(|&m| view.groups.iter().any(|g| g.in_after(m)))
+        .collect()
+}
+
+/// `(ts, 0 = join / 1 = leave, group, reason)`, sorted: joins apply before leaves at one instant.
+fn membership_timeline(view: &ScopeView<'_>) -> Vec<(i64, u8, usize, schemas::LeaveReason)> {
+    let mut timeline = Vec::new();
     for (gi, h) in view.groups.iter().enumerate() {
-        timeline.extend(h.joins.iter().map(|j| (j.0, 0, gi)));
-        timeline.extend(h.leaves.iter().map(|l| (l.0, 1, gi)));
+        timeline.extend(h.joins.iter().map(|j| (j.0, 0u8, gi, schemas::LeaveReason::Left)));
+        timeline.extend(h.leaves.iter().map(|l| (l.0, 1u8, gi, l.1)));
     }
-    timeline.sort_unstable();
+    timeline.sort_unstable_by_key(|x| (x.0, x.1, x.2, x.3 as u8));
+    timeline
+}
+
+/// Membership-ending leaves (each leave that takes the member out of the scope) as
+/// `(period, reason)` in time order, and the ranges of periods at whose end the member is in.
+fn membership_by_period(
+    view: &ScopeView<'_>,
+    timeline: &[(i64, u8, usize, schemas::LeaveReason)],
+    period: impl Fn(i64) -> i32,
+) -> (Vec<(i32, schemas::LeaveReason)>, Vec<(i32, i32)>) {
     let mut in_group = vec![false; view.groups.len()];
     let mut inside = 0usize;
     let mut ending = Vec::new();
@@ -134,9 +203,9 @@ fn membership_by_day(view: &ScopeView<'_>, cfg: &CommunityConfig) -> (Vec<i32>, 
     let mut open_since: Option<i32> = None;
     let mut i = 0;
     while i < timeline.len() {
-        let day = local_day(timeline[i].0, cfg.timezone);
-        while i < timeline.len() && local_day(timeline[i].0, cfg.timezone) == day {
-            let (_, kind, gi) = timeline[i];
+        let p = period(timeline[i].0);
+        while i < timeline.len() && period(timeline[i].0) == p {
+            let (_, kind, gi, reason) = timeline[i];
             if kind == 0 && !in_group[gi] {
                 in_group[gi] = true;
                 inside += 1;
@@ -144,15 +213,15 @@ fn membership_by_day(view: &ScopeView<'_>, cfg: &CommunityConfig) -> (Vec<i32>, 
                 in_group[gi] = false;
                 inside -= 1;
                 if inside == 0 {
-                    ending.push(day);
+                    ending.push((p, reason));
                 }
             }
             i += 1;
         }
         match (inside > 0, open_since) {
-            (true, None) => open_since = Some(day),
+            (true, None) => open_since = Some(p),
             (false, Some(s)) => {
-                ranges.push((s, day));
+                ranges.push((s, p));
                 open_since = None;
             }
             _ => {}

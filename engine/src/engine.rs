@@ -5,7 +5,9 @@ use crate::activity::{activity, Activity, Term};
 use crate::config::Configs;
 use crate::contribution::{contribution, ScopeContribution, ScopeView, OPEN};
 use crate::history::GroupHistory;
-use crate::output::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell};
+use crate::output::{
+    ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
+};
 use crate::period::{period_of_ts, period_start_date, Granularity};
 use schemas::{Event, EventType};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -23,13 +25,32 @@ type Contributions = Vec<(Scope, Option<ScopeContribution>, Activity)>;
 enum FamilyKind {
     Engagement,
     Lifecycle(Granularity),
+    Churn(Granularity),
 }
+
+const FAMILIES: [FamilyKind; 7] = [
+    FamilyKind::Engagement,
+    FamilyKind::Lifecycle(Granularity::Day),
+    FamilyKind::Lifecycle(Granularity::Week),
+    FamilyKind::Lifecycle(Granularity::Month),
+    FamilyKind::Churn(Granularity::Day),
+    FamilyKind::Churn(Granularity::Week),
+    FamilyKind::Churn(Granularity::Month),
+];
 
 impl FamilyKind {
     fn granularity(self) -> Granularity {
         match self {
             FamilyKind::Engagement => Granularity::Day,
-            FamilyKind::Lifecycle(g) => g,
+            FamilyKind::Lifecycle(g) | FamilyKind::Churn(g) => g,
+        }
+    }
+
+    fn terms(self, a: &Activity) -> &[Term] {
+        match self {
+            FamilyKind::Engagement => &a.engagement,
+            FamilyKind::Lifecycle(g) => &a.lifecycle[g.idx()],
+            FamilyKind::Churn(g) => &a.churn[g.idx()],
         }
     }
 
@@ -37,6 +58,7 @@ impl FamilyKind {
         match self {
             FamilyKind::Engagement => crate::activity::ENGAGEMENT.len(),
             FamilyKind::Lifecycle(_) => crate::activity::LIFECYCLE.len(),
+            FamilyKind::Churn(_) => crate::activity::CHURN.len(),
         }
     }
 }
@@ -48,10 +70,43 @@ type FamilyKey = (Scope, FamilyKind);
 #[derive(Debug, Default, Clone)]
 struct Family {
     diffs: Vec<BTreeMap<i32, i64>>,
+    /// Gated terms whose gate `as_of` has not reached, with their multiplicity. A gated term is in
+    /// `diffs` exactly when its gate is at or before `applied_as_of`.
+    pending: BTreeMap<(i64, u8, i32, i32, i64), i64>,
+    applied_as_of: Option<i64>,
 }
 
 impl Family {
     fn apply(&mut self, width: usize, t: &Term, sign: i64) {
+        let due = t.gate == crate::activity::UNGATED || self.applied_as_of.is_some_and(|a| t.gate <= a);
+        if !due {
+            let key = (t.gate, t.series, t.start, t.end, t.value);
+            let e = self.pending.entry(key).or_insert(0);
+            *e += sign;
+            if *e == 0 {
+                self.pending.remove(&key);
+            }
+            return;
+        }
+        self.apply_due(width, t, sign);
+    }
+
+    /// Moves the terms whose gate `as_of` has reached into the sums; true when any moved.
+    fn advance(&mut self, width: usize, as_of: i64) -> bool {
+        if self.applied_as_of.is_some_and(|a| a >= as_of) {
+            return false;
+        }
+        self.applied_as_of = Some(as_of);
+        let later = self.pending.split_off(&(as_of + 1, 0, i32::MIN, i32::MIN, i64::MIN));
+        let due = std::mem::replace(&mut self.pending, later);
+        for ((gate, series, start, end, value), n) in &due {
+            let t = Term { series: *series, start: *start, end: *end, value: *value, gate: *gate };
+            self.apply_due(width, &t, *n);
+        }
+        !due.is_empty()
+    }
+
+    fn apply_due(&mut self, width: usize, t: &Term, sign: i64) {
         if self.diffs.len() < width {
             self.diffs.resize(width, BTreeMap::new());
         }
@@ -306,12 +361,20 @@ impl Engine {
     }
 
     /// Like `seed_written`, for the per-period tables (engagement, lifecycle).
-    pub fn seed_written_periods(&mut self, engagement: &[EngagementRow], lifecycle: &[LifecycleRow]) {
+    pub fn seed_written_periods(
+        &mut self,
+        engagement: &[EngagementRow],
+        lifecycle: &[LifecycleRow],
+        churn: &[ChurnRow],
+    ) {
         let rows = engagement
             .iter()
             .map(|r| (&r.community_id, &r.group_id, FamilyKind::Engagement, r.day, r.values.to_vec()))
             .chain(lifecycle.iter().map(|r| {
                 (&r.community_id, &r.group_id, FamilyKind::Lifecycle(r.granularity), r.period, r.values.to_vec())
+            }))
+            .chain(churn.iter().map(|r| {
+                (&r.community_id, &r.group_id, FamilyKind::Churn(r.granularity), r.period, r.values.to_vec())
             }));
         for (community_id, group_id, kind, date, values) in rows {
             let comm = self.communities.entry(community_id.clone()).or_default();
@@ -354,7 +417,7 @@ impl Engine {
             };
             if let Some(as_of_ms) = as_of_ms {
                 materialize(&id, comm, &cfg, as_of_ms, &mut out);
-                materialize_families(&id, comm, &mut out);
+                materialize_families(&id, comm, as_of_ms, &mut out);
             }
             if comm.stats_dirty {
                 comm.stats_dirty = false;
@@ -384,20 +447,16 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
             let old_entry = before.iter().find(|(s, _, _)| s == scope);
             let old_activity = old_entry.map(|(_, _, a)| a);
             if old_activity != Some(new_activity) {
-                for kind in [FamilyKind::Engagement].into_iter().chain(Granularity::ALL.map(FamilyKind::Lifecycle)) {
-                    let terms = |a: &Activity| match kind {
-                        FamilyKind::Engagement => a.engagement.clone(),
-                        FamilyKind::Lifecycle(g) => a.lifecycle[g.idx()].clone(),
-                    };
+                for kind in FAMILIES {
                     let key = (scope.clone(), kind);
                     let family = comm.families.entry(key.clone()).or_default();
                     if let Some(a) = old_activity {
-                        for t in terms(a) {
-                            family.apply(kind.width(), &t, -1);
+                        for t in kind.terms(a) {
+                            family.apply(kind.width(), t, -1);
                         }
                     }
-                    for t in terms(new_activity) {
-                        family.apply(kind.width(), &t, 1);
+                    for t in kind.terms(new_activity) {
+                        family.apply(kind.width(), t, 1);
                     }
                     comm.dirty_families.insert(key);
                 }
@@ -516,7 +575,12 @@ fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityCon
 
 /// Emits every period row of the dirty families whose values changed, from the family's first
 /// period to the period of `as_of` (already set in `materialized_at`).
-fn materialize_families(id: &str, comm: &mut Community, out: &mut Output) {
+fn materialize_families(id: &str, comm: &mut Community, as_of_ms: i64, out: &mut Output) {
+    for (key, family) in comm.families.iter_mut() {
+        if family.advance(key.1.width(), as_of_ms) {
+            comm.dirty_families.insert(key.clone());
+        }
+    }
     let mut dirty: Vec<FamilyKey> = comm.dirty_families.drain().collect();
     dirty.sort();
     let empty = Family::default();
@@ -567,6 +631,13 @@ fn materialize_families(id: &str, comm: &mut Community, out: &mut Output) {
                     granularity: g,
                     period: period_start_date(p, g),
                     values: acc.clone().try_into().expect("lifecycle width"),
+                }),
+                FamilyKind::Churn(g) => out.churn.push(ChurnRow {
+                    community_id: id.to_owned(),
+                    group_id,
+                    granularity: g,
+                    period: period_start_date(p, g),
+                    values: acc.clone().try_into().expect("churn width"),
                 }),
             }
         }

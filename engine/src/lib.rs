@@ -14,5 +14,7 @@ pub mod table;
 
 pub use config::{CommunityConfig, Configs};
 pub use engine::Engine;
-pub use output::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell};
+pub use output::{
+    ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
+};
 pub use period::Granularity;

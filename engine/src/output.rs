@@ -95,6 +95,16 @@ pub struct LifecycleRow {
     pub values: [i64; 4],
 }
 
+/// One period of churn (values in `activity::CHURN` order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChurnRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: Granularity,
+    pub period: NaiveDate,
+    pub values: [i64; 5],
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommunityStat {
     pub community_id: String,
@@ -113,6 +123,7 @@ pub struct Output {
     pub members: Vec<MemberFact>,
     pub engagement: Vec<EngagementRow>,
     pub lifecycle: Vec<LifecycleRow>,
+    pub churn: Vec<ChurnRow>,
     pub stats: Vec<CommunityStat>,
 }
 
@@ -127,6 +138,7 @@ impl Output {
             + self.members.len()
             + self.engagement.len()
             + self.lifecycle.len()
+            + self.churn.len()
             + self.stats.len()
     }
 }

@@ -18,6 +18,8 @@ pub struct Tables {
     pub engagement: BTreeMap<(String, String, NaiveDate), [i64; 10]>,
     /// (community, group, granularity, period) -> lifecycle values
     pub lifecycle: BTreeMap<(String, String, Granularity, NaiveDate), [i64; 4]>,
+    /// (community, group, granularity, period) -> churn values
+    pub churn: BTreeMap<(String, String, Granularity, NaiveDate), [i64; 5]>,
     pub stats: BTreeMap<String, (u64, i64)>,
 }
 
@@ -38,6 +40,9 @@ impl Tables {
         }
         for r in &out.lifecycle {
             self.lifecycle.insert((r.community_id.clone(), r.group_id.clone(), r.granularity, r.period), r.values);
+        }
+        for r in &out.churn {
+            self.churn.insert((r.community_id.clone(), r.group_id.clone(), r.granularity, r.period), r.values);
         }
         for s in &out.stats {
             self.stats.insert(s.community_id.clone(), (s.events_processed, s.max_ts_ms));
@@ -61,6 +66,10 @@ impl Tables {
         }
         for (k, v) in &other.lifecycle {
             let e = self.lifecycle.entry(k.clone()).or_insert([0; 4]);
+            e.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+        }
+        for (k, v) in &other.churn {
+            let e = self.churn.entry(k.clone()).or_insert([0; 5]);
             e.iter_mut().zip(v).for_each(|(a, b)| *a += b);
         }
         for (k, (n, ts)) in &other.stats {

@@ -49,6 +49,7 @@ fn reference_params(cfg: &CommunityConfig) -> reference::Params {
         referral_window_days: cfg.referral_window_days as i64,
         wau_days: cfg.wau_days as i64,
         mau_days: cfg.mau_days as i64,
+        inactivity_days: cfg.inactivity_days as i64,
     }
 }
 
@@ -146,6 +147,21 @@ pub fn assert_matches(tables: &Tables, events: &[Event], community: &str, cfg: &
         }
     }
     assert!(r.engagement.values().any(|v| v[8] > 0), "the data has leaves");
+    for ((scope, g, period), expected) in &r.churn {
+        let key = (community.to_owned(), scope.clone(), Granularity::parse(g).unwrap(), *period);
+        let got = tables.churn.get(&key).copied().unwrap_or([0; 5]);
+        let got: Vec<u64> = got.iter().map(|&v| v as u64).collect();
+        assert_eq!(got, expected.to_vec(), "churn {scope:?} {g} {period}");
+    }
+    for ((c, scope, g, period), v) in &tables.churn {
+        if c == community && v.iter().any(|&x| x != 0) {
+            let key = (scope.clone(), g.as_str().to_owned(), *period);
+            assert!(r.churn.contains_key(&key), "churn row outside the range: {key:?}");
+        }
+    }
+    for i in 0..5 {
+        assert!(r.churn.values().any(|v| v[i] > 0), "the data exercises churn column {i}");
+    }
 }
 
 fn community(seed: u64, members: usize, days: u32) -> Vec<Event> {

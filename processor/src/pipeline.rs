@@ -86,7 +86,8 @@ impl Pipeline {
             let days: Vec<_> = store.written_engagement(pu).await?.iter().map(EngagementDayRow::to_engine).collect();
             let periods: Vec<_> =
                 store.written_lifecycle(pu).await?.iter().filter_map(LifecyclePeriodRow::to_engine).collect();
-            engine.seed_written_periods(&days, &periods);
+            let churn: Vec<_> = store.written_churn(pu).await?.iter().filter_map(ChurnPeriodRow::to_engine).collect();
+            engine.seed_written_periods(&days, &periods, &churn);
             // A topic that was recreated (shorter than what was archived) is read as new.
             let archived_until = store.archived_until(&cfg.kafka.topic, pu).await?.min(high);
             let version = store.max_version(pu).await? + 1;
@@ -192,6 +193,7 @@ impl Pipeline {
             batch.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
             batch.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, pu, v)));
             batch.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, pu, v)));
+            batch.churn.extend(out.churn.iter().map(|r| ChurnPeriodRow::new(r, pu, v)));
             batch.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
             batch.progress.push(ProgressRow {
                 topic: self.cfg.kafka.topic.clone(),

@@ -3,7 +3,7 @@
 
 use clickhouse::Row;
 use engine::period::date_to_day;
-use engine::{CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, RetentionCell};
+use engine::{ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, RetentionCell};
 use serde::{Deserialize, Serialize};
 
 pub fn days(d: chrono::NaiveDate) -> u16 {
@@ -315,4 +315,49 @@ pub struct ProgressRow {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub version: u64,
+}
+
+#[derive(Debug, Clone, Row, Serialize, Deserialize)]
+pub struct ChurnPeriodRow {
+    pub community_id: String,
+    pub group_id: String,
+    pub granularity: String,
+    pub period: u16,
+    pub partition: u32,
+    pub members_start: u64,
+    pub churned: u64,
+    pub left_members: u64,
+    pub removed_members: u64,
+    pub inactive: u64,
+    pub version: u64,
+}
+
+impl ChurnPeriodRow {
+    pub fn new(r: &ChurnRow, partition: u32, version: u64) -> Self {
+        let v = r.values.map(|x| x.max(0) as u64);
+        ChurnPeriodRow {
+            community_id: r.community_id.clone(),
+            group_id: r.group_id.clone(),
+            granularity: r.granularity.as_str().to_owned(),
+            period: days(r.period),
+            partition,
+            members_start: v[0],
+            churned: v[1],
+            left_members: v[2],
+            removed_members: v[3],
+            inactive: v[4],
+            version,
+        }
+    }
+
+    pub fn to_engine(&self) -> Option<ChurnRow> {
+        let v = [self.members_start, self.churned, self.left_members, self.removed_members, self.inactive];
+        Some(ChurnRow {
+            community_id: self.community_id.clone(),
+            group_id: self.group_id.clone(),
+            granularity: engine::Granularity::parse(&self.granularity)?,
+            period: date(self.period),
+            values: v.map(|x| x as i64),
+        })
+    }
 }

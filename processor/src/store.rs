@@ -18,6 +18,7 @@ pub struct Batch {
     pub members: Vec<MemberFactRow>,
     pub engagement: Vec<EngagementDayRow>,
     pub lifecycle: Vec<LifecyclePeriodRow>,
+    pub churn: Vec<ChurnPeriodRow>,
     pub stats: Vec<CommunityStatRow>,
     pub progress: Vec<ProgressRow>,
 }
@@ -30,6 +31,7 @@ impl Batch {
             + self.members.len()
             + self.engagement.len()
             + self.lifecycle.len()
+            + self.churn.len()
             + self.stats.len()
     }
 }
@@ -77,6 +79,7 @@ impl Store {
         self.insert("member_facts", &batch.members).await?;
         self.insert("engagement", &batch.engagement).await?;
         self.insert("lifecycle", &batch.lifecycle).await?;
+        self.insert("churn", &batch.churn).await?;
         self.insert("community_stats", &batch.stats).await?;
         self.insert("processor_progress", &batch.progress).await?;
         Ok(())
@@ -116,6 +119,10 @@ impl Store {
 
     pub async fn written_lifecycle(&self, partition: u32) -> Result<Vec<LifecyclePeriodRow>, ProcessorError> {
         Ok(self.client.query(queries::WRITTEN_LIFECYCLE).bind(partition).fetch_all::<LifecyclePeriodRow>().await?)
+    }
+
+    pub async fn written_churn(&self, partition: u32) -> Result<Vec<ChurnPeriodRow>, ProcessorError> {
+        Ok(self.client.query(queries::WRITTEN_CHURN).bind(partition).fetch_all::<ChurnPeriodRow>().await?)
     }
 
     pub async fn written_retention(&self, partition: u32) -> Result<Vec<RetentionRow>, ProcessorError> {

@@ -32,6 +32,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .route("/v1/communities/{community}/referral", get(referral))
         .route("/v1/communities/{community}/engagement", get(engagement))
         .route("/v1/communities/{community}/lifecycle", get(lifecycle))
+        .route("/v1/communities/{community}/churn", get(churn))
         .route("/v1/communities/{community}/freshness", get(freshness))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)
@@ -339,6 +340,52 @@ async fn lifecycle(
                     m.insert((*n).into(), json!(x));
                 }
                 Value::Object(m)
+            })
+            .collect(),
+    );
+    Ok(Json(Value::Object(body)).into_response())
+}
+
+#[tracing::instrument(name = "query.churn", skip_all, fields(%community))]
+async fn churn(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let sel = params.selection(&community)?;
+    let format = params.format(accept(&headers))?;
+    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let rows: std::collections::BTreeMap<_, _> =
+        state.source.churn(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
+    let dense: Vec<(chrono::NaiveDate, [u64; 5])> =
+        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 5]))).collect();
+    // Members in at the start and out at the end, over members in at the start; null for none.
+    let rate = |v: &[u64; 5]| (v[0] > 0).then(|| v[1] as f64 / v[0] as f64);
+    if format == Format::Csv {
+        let mut out = String::new();
+        write_row(
+            &mut out,
+            &["period", "members_start", "left", "removed", "inactive", "churn_rate"].map(String::from),
+        );
+        for (d, v) in &dense {
+            let r = rate(v).map(|r| r.to_string()).unwrap_or_default();
+            write_row(
+                &mut out,
+                &[d.to_string(), v[0].to_string(), v[2].to_string(), v[3].to_string(), v[4].to_string(), r],
+            );
+        }
+        return Ok(csv_response(out));
+    }
+    let mut body = head(&sel, fresh.as_of_ms);
+    body.insert(
+        "periods".into(),
+        dense
+            .iter()
+            .map(|(d, v)| {
+                json!({"period": d.to_string(), "members_start": v[0], "left": v[2], "removed": v[3],
+                       "inactive": v[4], "churn_rate": rate(v)})
             })
             .collect(),
     );

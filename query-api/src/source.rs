@@ -70,6 +70,8 @@ pub trait Source: Send + Sync + 'static {
     fn engagement<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 10])>>;
     /// Lifecycle rows that have any partition's row.
     fn lifecycle<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>>;
+    /// Churn rows (members_start, churned, left, removed, inactive) that have any partition's row.
+    fn churn<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 5])>>;
     fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness>;
     fn ping(&self) -> BoxFut<'_, ()>;
 }
@@ -319,6 +321,28 @@ impl Source for ClickHouseSource {
             let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
             let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
             Ok(rows.into_iter().map(|p| (date(p.period), [p.new, p.returning, p.resurrecting, p.dormant])).collect())
+        })
+    }
+
+    fn churn<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 5])>> {
+        Box::pin(async move {
+            let _t = self.timer("churn");
+            #[derive(Row, Deserialize)]
+            struct Period {
+                period: u16,
+                members_start: u64,
+                churned: u64,
+                left_members: u64,
+                removed_members: u64,
+                inactive: u64,
+            }
+            let sql = queries::churn(sel.from.is_some(), sel.to.is_some());
+            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
+            Ok(rows
+                .into_iter()
+                .map(|p| (date(p.period), [p.members_start, p.churned, p.left_members, p.removed_members, p.inactive]))
+                .collect())
         })
     }
 

@@ -75,6 +75,9 @@ impl Source for Fake {
     fn lifecycle<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>> {
         Box::pin(async move { Ok(vec![(d("2024-01-01"), [3, 0, 1, 0])]) })
     }
+    fn churn<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 5])>> {
+        Box::pin(async move { Ok(vec![(d("2024-01-01"), [4, 1, 1, 0, 2])]) })
+    }
     fn freshness<'a>(&'a self, _c: &'a str) -> BoxFut<'a, Freshness> {
         Box::pin(async move {
             Ok(Freshness {
@@ -234,6 +237,22 @@ async fn period_tables_list_every_period_from_first_event_to_as_of() {
     .await;
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["days"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn churn_rate_is_null_without_members_at_the_start() {
+    let (status, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/churn?granularity=week", Some("read-acme-1"), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["periods"],
+        json!([
+            {"period": "2023-12-25", "members_start": 0, "left": 0, "removed": 0, "inactive": 0, "churn_rate": null},
+            {"period": "2024-01-01", "members_start": 4, "left": 1, "removed": 0, "inactive": 2, "churn_rate": 0.25}
+        ])
+    );
 }
 
 #[tokio::test]

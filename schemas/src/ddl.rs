@@ -27,6 +27,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "engagement_lifecycle",
         sql: include_str!("../clickhouse/0003_engagement_lifecycle.sql"),
     },
+    Migration { version: 4, name: "churn", sql: include_str!("../clickhouse/0004_churn.sql") },
 ];
 
 /// `(table, column)` when `statement` is `ALTER TABLE db.table ADD COLUMN column ...`: the runner

@@ -98,8 +98,8 @@ pub fn max_version(table: &str) -> String {
     format!("SELECT toUInt64(max(version)) AS v FROM {table} WHERE partition = ?")
 }
 
-pub const DERIVED_TABLES: [&str; 6] =
-    ["cohorts", "retention", "member_facts", "community_stats", "engagement", "lifecycle"];
+pub const DERIVED_TABLES: [&str; 7] =
+    ["cohorts", "retention", "member_facts", "community_stats", "engagement", "lifecycle", "churn"];
 
 /// The local days of the community's first event and of `as_of`. Binds: community.
 pub const COMMUNITY_RANGE: &str = "SELECT toUInt64(count()) AS partitions, min(first_day) AS first_day, \
@@ -128,6 +128,22 @@ pub fn lifecycle(from: bool, to: bool) -> String {
         date_filter("period", from, to)
     )
 }
+
+/// Binds: community, group, granularity, [from], [to].
+pub fn churn(from: bool, to: bool) -> String {
+    format!(
+        "SELECT period, toUInt64(sum(members_start)) AS members_start, toUInt64(sum(churned)) AS churned, \
+         toUInt64(sum(left_members)) AS left_members, toUInt64(sum(removed_members)) AS removed_members, \
+         toUInt64(sum(inactive)) AS inactive \
+         FROM churn FINAL WHERE community_id = ? AND group_id = ? AND granularity = ?{} \
+         GROUP BY period ORDER BY period",
+        date_filter("period", from, to)
+    )
+}
+
+/// Binds: partition.
+pub const WRITTEN_CHURN: &str = "SELECT community_id, group_id, granularity, period, partition, members_start, \
+     churned, left_members, removed_members, inactive, version FROM churn FINAL WHERE partition = ?";
 
 /// Binds: partition.
 pub const WRITTEN_ENGAGEMENT: &str = "SELECT community_id, group_id, day, partition, dau, wau, mau, messages, \
@@ -212,9 +228,11 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
         let mut b = vec!["demo", "", "week"];
         b.extend(&dates);
         emit("query", bind(&lifecycle(from, to), &b));
+        emit("query", bind(&churn(from, to), &b));
     }
     emit("query", bind(WRITTEN_ENGAGEMENT, &["0"]));
     emit("query", bind(WRITTEN_LIFECYCLE, &["0"]));
+    emit("query", bind(WRITTEN_CHURN, &["0"]));
     emit("query", CONSUMER_LAG.to_string());
     for t in DERIVED_TABLES {
         emit("query", bind(&max_version(t), &["0"]));

@@ -28,6 +28,7 @@ samples = [
     "first_day, last_day) VALUES ('demo',0,10,1704067200000,1,1703980800000,'2023-12-31','2024-01-01')",
     f"INSERT INTO {db}.engagement VALUES ('demo','g1','2024-01-01',0,1,2,3,4,5,6,7,8,9,10,1)",
     f"INSERT INTO {db}.lifecycle VALUES ('demo','','week','2024-01-01',0,1,2,3,4,1)",
+    f"INSERT INTO {db}.churn VALUES ('demo','','week','2024-01-01',0,10,2,1,1,3,1)",
     f"INSERT INTO {db}.processor_progress VALUES ('engagement-events',0,10,12,1)",
 ]
 passed = failed = 0

@@ -158,6 +158,22 @@ fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> u
                 .collect();
             assert_eq!(got, want, "lifecycle scope={scope:?} {g}");
             cells += want.len() * 4;
+            let (status, v) =
+                get(client, stack, &format!("/v1/communities/e2e/churn?granularity={g}{group_param}"), READ_KEY);
+            assert_eq!(status, 200, "{v}");
+            let got: Vec<Value> = v["periods"].as_array().unwrap().clone();
+            let want: Vec<Value> = r
+                .churn
+                .iter()
+                .filter(|((s, gg, _), _)| s == scope && gg == g)
+                .map(|((_, _, p), v)| {
+                    let rate = (v[0] > 0).then(|| v[1] as f64 / v[0] as f64);
+                    json!({"period": p.to_string(), "members_start": v[0], "left": v[2], "removed": v[3],
+                           "inactive": v[4], "churn_rate": rate})
+                })
+                .collect();
+            assert_eq!(got, want, "churn scope={scope:?} {g}");
+            cells += want.len() * 5;
         }
         for g in reference::GRANULARITIES {
             for mode in reference::MODES {

@@ -19,6 +19,7 @@ pub struct Params {
     pub referral_window_days: i64,
     pub wau_days: i64,
     pub mau_days: i64,
+    pub inactivity_days: i64,
 }
 
 impl Default for Params {
@@ -38,6 +39,7 @@ impl Default for Params {
             referral_window_days: 30,
             wau_days: 7,
             mau_days: 28,
+            inactivity_days: 30,
         }
     }
 }
@@ -93,6 +95,9 @@ pub struct Reference {
     /// (group, granularity, period) -> new, returning, resurrecting, dormant; every period from the
     /// community's first event to as_of
     pub lifecycle: BTreeMap<(String, String, NaiveDate), [u64; 4]>,
+    /// (group, granularity, period) -> members_start, churned (in at the start, out at the end),
+    /// left, removed, inactive; every period from the community's first event to as_of
+    pub churn: BTreeMap<(String, String, NaiveDate), [u64; 5]>,
 }
 
 /// The local date of an instant.
@@ -280,32 +285,92 @@ pub fn compute(all: &[Event], community: &str, p: &Params) -> Reference {
     conversion_and_referral(events, &scopes, as_of, p, &mut r);
     let first = accepted_min_ts;
     engagement_and_lifecycle(events, &scopes, first, as_of, p, &mut r);
+    churn(events, &scopes, first, as_of, p, &mut r);
     r
 }
 
 /// Membership-ending leaves of one member in a scope: leaves after which the member is in no
 /// group of the scope while they were in one just before (joins first at one instant).
-fn ending_leaves(mine: &[&Event], groups: &[String]) -> Vec<i64> {
-    let mut changes: Vec<(i64, u8, &str)> = mine
+fn ending_leaves(mine: &[&Event], groups: &[String]) -> Vec<(i64, schemas::LeaveReason)> {
+    let mut changes: Vec<(i64, u8, &str, u8, schemas::LeaveReason)> = mine
         .iter()
         .filter(|e| groups.contains(&e.group_id))
         .filter_map(|e| match e.event_type {
-            EventType::MemberJoined => Some((e.ts_ms, 0, e.group_id.as_str())),
-            EventType::MemberLeft => Some((e.ts_ms, 1, e.group_id.as_str())),
+            EventType::MemberJoined => Some((e.ts_ms, 0, e.group_id.as_str(), 0, e.leave_reason)),
+            EventType::MemberLeft => Some((e.ts_ms, 1, e.group_id.as_str(), e.leave_reason as u8, e.leave_reason)),
             _ => None,
         })
         .collect();
-    changes.sort();
+    changes.sort_by_key(|c| (c.0, c.1, c.2.to_owned(), c.3));
     let mut inside: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();
-    for (ts, kind, g) in changes {
+    for (ts, kind, g, _, reason) in changes {
         if kind == 0 {
             inside.insert(g);
         } else if inside.remove(g) && inside.is_empty() {
-            out.push(ts);
+            out.push((ts, reason));
         }
     }
     out
+}
+
+fn churn(events: &[&Event], scopes: &[(String, Vec<String>)], first: i64, as_of: i64, p: &Params, r: &mut Reference) {
+    let span = p.inactivity_days * 86_400_000;
+    let (first_day, last_day) = (local_date(first, p.tz), local_date(as_of, p.tz));
+    for (scope, scope_groups) in scopes {
+        let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
+        let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
+        // Per member: events, membership-ending leaves, inactivity churn moments (all <= as_of).
+        let per_member: Vec<(Vec<&Event>, Vec<(i64, schemas::LeaveReason)>, Vec<i64>)> = members
+            .iter()
+            .map(|m| {
+                let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == *m).collect();
+                let leaves = ending_leaves(&mine, scope_groups);
+                let j = mine.iter().filter(|e| e.event_type == EventType::MemberJoined).map(|e| e.ts_ms).min();
+                let mut moments = Vec::new();
+                if let Some(j) = j {
+                    let times: Vec<i64> = mine
+                        .iter()
+                        .filter(|e| p.participation.contains(&e.event_type) && e.ts_ms >= j)
+                        .map(|e| e.ts_ms)
+                        .collect();
+                    for t in std::iter::once(j).chain(times.iter().copied()) {
+                        let quiet = !times.iter().any(|&x| x > t && x <= t + span);
+                        if quiet && t + span <= as_of && is_in(&mine, scope_groups, t + span) {
+                            moments.push(t + span);
+                        }
+                    }
+                }
+                (mine, leaves, moments)
+            })
+            .collect();
+        for g in GRANULARITIES {
+            let mut period = period_start(first_day, g);
+            while period <= last_day {
+                let next = next_period(period, g);
+                let (lo, hi) = (start_instant(period, p.tz), start_instant(next, p.tz));
+                let mut row = [0u64; 5];
+                for (mine, leaves, moments) in &per_member {
+                    let at_start = is_in(mine, scope_groups, lo - 1);
+                    let at_end = is_in(mine, scope_groups, hi - 1);
+                    row[0] += at_start as u64;
+                    row[1] += (at_start && !at_end) as u64;
+                    if !at_end {
+                        if let Some((_, reason)) = leaves.iter().filter(|l| l.0 >= lo && l.0 < hi).last() {
+                            if *reason == schemas::LeaveReason::Left {
+                                row[2] += 1;
+                            } else {
+                                row[3] += 1;
+                            }
+                        }
+                    }
+                    row[4] += moments.iter().any(|&m| m >= lo && m < hi) as u64;
+                }
+                r.churn.insert((scope.clone(), g.into(), period), row);
+                period = next;
+            }
+        }
+    }
 }
 
 /// A member's events in a scope, join time, active days and days of membership-ending leaves.
@@ -335,7 +400,7 @@ fn engagement_and_lifecycle(
                     .map(|e| local_date(e.ts_ms, p.tz))
                     .collect();
                 let ending: Vec<NaiveDate> =
-                    ending_leaves(&mine, scope_groups).into_iter().map(|t| local_date(t, p.tz)).collect();
+                    ending_leaves(&mine, scope_groups).into_iter().map(|(t, _)| local_date(t, p.tz)).collect();
                 (mine, j, active, ending)
             })
             .collect();
