@@ -189,13 +189,16 @@ fn membership_timeline(view: &ScopeView<'_>) -> Vec<(i64, u8, usize, schemas::Le
     timeline
 }
 
+/// Membership-ending leaves as `(period, reason)`, and ranges of periods at whose end the member is in.
+type MembershipByPeriod = (Vec<(i32, schemas::LeaveReason)>, Vec<(i32, i32)>);
+
 /// Membership-ending leaves (each leave that takes the member out of the scope) as
 /// `(period, reason)` in time order, and the ranges of periods at whose end the member is in.
 fn membership_by_period(
     view: &ScopeView<'_>,
     timeline: &[(i64, u8, usize, schemas::LeaveReason)],
     period: impl Fn(i64) -> i32,
-) -> (Vec<(i32, schemas::LeaveReason)>, Vec<(i32, i32)>) {
+) -> MembershipByPeriod {
     let mut in_group = vec![false; view.groups.len()];
     let mut inside = 0usize;
     let mut ending = Vec::new();

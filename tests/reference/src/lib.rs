@@ -314,6 +314,9 @@ fn ending_leaves(mine: &[&Event], groups: &[String]) -> Vec<(i64, schemas::Leave
     out
 }
 
+/// A member's events in a scope, membership-ending leaves, and inactivity churn moments.
+type MemberChurn<'a> = (Vec<&'a Event>, Vec<(i64, schemas::LeaveReason)>, Vec<i64>);
+
 fn churn(events: &[&Event], scopes: &[(String, Vec<String>)], first: i64, as_of: i64, p: &Params, r: &mut Reference) {
     let span = p.inactivity_days * 86_400_000;
     let (first_day, last_day) = (local_date(first, p.tz), local_date(as_of, p.tz));
@@ -321,7 +324,7 @@ fn churn(events: &[&Event], scopes: &[(String, Vec<String>)], first: i64, as_of:
         let in_scope: Vec<&Event> = events.iter().copied().filter(|e| scope_groups.contains(&e.group_id)).collect();
         let members: BTreeSet<&str> = in_scope.iter().map(|e| e.member_id.as_str()).collect();
         // Per member: events, membership-ending leaves, inactivity churn moments (all <= as_of).
-        let per_member: Vec<(Vec<&Event>, Vec<(i64, schemas::LeaveReason)>, Vec<i64>)> = members
+        let per_member: Vec<MemberChurn> = members
             .iter()
             .map(|m| {
                 let mine: Vec<&Event> = in_scope.iter().copied().filter(|e| e.member_id == *m).collect();
@@ -356,7 +359,7 @@ fn churn(events: &[&Event], scopes: &[(String, Vec<String>)], first: i64, as_of:
                     row[0] += at_start as u64;
                     row[1] += (at_start && !at_end) as u64;
                     if !at_end {
-                        if let Some((_, reason)) = leaves.iter().filter(|l| l.0 >= lo && l.0 < hi).last() {
+                        if let Some((_, reason)) = leaves.iter().rfind(|l| l.0 >= lo && l.0 < hi) {
                             if *reason == schemas::LeaveReason::Left {
                                 row[2] += 1;
                             } else {
