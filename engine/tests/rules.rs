@@ -174,3 +174,53 @@ fn conversion_funnel_and_referral_by_hand() {
     let rr = &r.referral[&(String::new(), "month".into(), d("2024-01-01"))];
     assert_eq!((rr.size, rr.referred, rr.invited, rr.k_factor), (2, 1, 1, 0.5));
 }
+
+#[test]
+fn inactivity_churn_is_cancelled_by_a_late_message() {
+    // m joins on 01-01 and posts on 01-05; 30 quiet days later (02-04) is an inactivity moment,
+    // once as_of (another member's event on 02-20) has passed it.
+    let mut events = vec![
+        ev("j", "member_joined", "g1", "m", "2024-01-01T00:00:00Z"),
+        ev("p1", "message_posted", "g1", "m", "2024-01-05T00:00:00Z"),
+        ev("o", "member_joined", "g1", "other", "2024-02-20T00:00:00Z"),
+    ];
+    let m = Granularity::Month;
+    let feb = ("c".to_string(), String::new(), m, d("2024-02-01"));
+    let t = engine_tables(&events);
+    assert_eq!(t.churn[&feb][4], 1, "inactive in February");
+    let r = reference::compute(&events, "c", &reference::Params::default());
+    assert_eq!(r.churn[&(String::new(), "month".into(), d("2024-02-01"))][4], 1);
+    // A message on 01-20 arrives late: the quiet spell from 01-05 is broken, and the one from
+    // 01-20 ends on 02-19, still in February.
+    events.push(ev("p2", "message_posted", "g1", "m", "2024-01-20T00:00:00Z"));
+    let t = engine_tables(&events);
+    assert_eq!(t.churn[&feb][4], 1);
+    // A second late message on 02-10 cancels February's moment; the next one (03-11) is after as_of.
+    events.push(ev("p3", "message_posted", "g1", "m", "2024-02-10T00:00:00Z"));
+    let t = engine_tables(&events);
+    assert_eq!(t.churn.get(&feb).map_or(0, |v| v[4]), 0, "cancelled by the late message");
+    let r = reference::compute(&events, "c", &reference::Params::default());
+    assert_eq!(r.churn[&(String::new(), "month".into(), d("2024-02-01"))][4], 0);
+}
+
+#[test]
+fn a_dst_day_in_new_york_is_one_local_day() {
+    // 2024-03-10 in New York has 23 hours: 05:00Z (00:00 EST) to 04:00Z next day (00:00 EDT).
+    let events = vec![
+        ev("j", "member_joined", "g1", "m", "2024-03-10T05:00:00Z"),
+        ev("a", "message_posted", "g1", "m", "2024-03-11T03:59:59Z"),
+        ev("b", "message_posted", "g1", "m", "2024-03-11T04:00:00Z"),
+    ];
+    let cfg = engine::CommunityConfig { timezone: "America/New_York".parse().unwrap(), ..Default::default() };
+    let configs = Configs { communities: [("c".to_string(), cfg)].into(), ..Configs::default() };
+    let mut e = Engine::new(configs);
+    for x in &events {
+        e.apply(x);
+    }
+    let mut t = Tables::default();
+    t.apply(&e.flush(&|_| None));
+    let day = |s: &str| t.engagement[&("c".to_string(), String::new(), d(s))];
+    assert_eq!(day("2024-03-10")[3], 1, "03:59:59Z on the 11th is still the 10th in New York");
+    assert_eq!(day("2024-03-11")[3], 1);
+    assert_eq!(t.retention_row("c", "", Granularity::Day, Mode::On, d("2024-03-10")), vec![1, 1]);
+}
