@@ -1,0 +1,76 @@
+//! Engine state size and throughput at scale: loads `--communities` generated communities of
+//! `--members` members each into one engine (one partition), decoding every event from JSON as the
+//! processor does, flushing after each community, and reports events/s and live heap bytes per
+//! member (counted by a wrapping global allocator).
+//!
+//!   cargo run --release -p benches --bin engine-memory -- --communities 10 --members 100000
+
+use engine::{Configs, Engine};
+use schemas::{parse_event, Limits};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2).find(|w| w[0] == name).and_then(|w| w[1].parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let communities = arg("--communities", 10);
+    let members = arg("--members", 100_000);
+    let limits = Limits::default();
+    let mut engine = Engine::new(Configs::default());
+    let (mut events, mut busy) = (0usize, std::time::Duration::ZERO);
+    let baseline = LIVE.load(Ordering::Relaxed);
+    for c in 0..communities {
+        let spec = generator::Spec {
+            community_id: format!("c{c}"),
+            seed: c as u64,
+            members,
+            groups: 4,
+            days: 180,
+            ..Default::default()
+        };
+        let records: Vec<Vec<u8>> = generator::generate(&spec).iter().map(|e| e.to_json_bytes()).collect();
+        let started = Instant::now();
+        for r in &records {
+            engine.apply(&parse_event(r, None, &limits).expect("valid"));
+        }
+        let out = engine.flush(&|_| None);
+        busy += started.elapsed();
+        events += records.len();
+        drop(out);
+        drop(records);
+        let live = LIVE.load(Ordering::Relaxed) - baseline;
+        println!(
+            "after {:>8} members: {:>10} events, {:>8.0} events/s, state {:>6} MiB, {:>5} bytes/member",
+            (c + 1) * members,
+            events,
+            events as f64 / busy.as_secs_f64(),
+            live / (1 << 20),
+            live / ((c + 1) * members) as isize
+        );
+    }
+}
