@@ -4,7 +4,7 @@ use crate::config::QueryConfig;
 use crate::csv::write_row;
 use crate::metrics::Metrics;
 use crate::params::{Format, RawParams, Selection};
-use crate::source::Source;
+use crate::source::{Freshness, Source};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -90,6 +90,68 @@ fn csv_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response()
 }
 
+/// What every metric endpoint starts with: the key check, the parameters, and the community's
+/// freshness (`as_of`, and the days the per-period tables span).
+async fn prelude(
+    state: &AppState,
+    headers: &HeaderMap,
+    community: &str,
+    params: &RawParams,
+) -> Result<(Selection, Format, Freshness), ApiError> {
+    authorize(state, headers, community)?;
+    let sel = params.selection(community)?;
+    let format = params.format(accept(headers))?;
+    let fresh = state.source.freshness(community).await.map_err(|e| unavailable(state, e))?;
+    Ok((sel, format, fresh))
+}
+
+/// A metric table: named columns and one row per cohort or period, answered as JSON objects under
+/// `key` (after the common head fields and `extra`) or as CSV with the same columns.
+struct Table {
+    key: &'static str,
+    columns: Vec<&'static str>,
+    rows: Vec<Vec<Value>>,
+}
+
+fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|u| u.to_string())
+            .or_else(|| n.as_i64().map(|i| i.to_string()))
+            .unwrap_or_else(|| n.as_f64().map(|f| f.to_string()).unwrap_or_default()),
+        other => other.to_string(),
+    }
+}
+
+fn render(sel: &Selection, fresh: &Freshness, extra: &[(&str, Value)], table: Table, format: Format) -> Response {
+    if format == Format::Csv {
+        let mut out = String::new();
+        write_row(&mut out, &table.columns.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+        for row in &table.rows {
+            write_row(&mut out, &row.iter().map(csv_cell).collect::<Vec<_>>());
+        }
+        return csv_response(out);
+    }
+    let mut body = head(sel, fresh.as_of_ms);
+    for (k, v) in extra {
+        body.insert((*k).into(), v.clone());
+    }
+    let rows = table
+        .rows
+        .into_iter()
+        .map(|r| Value::Object(table.columns.iter().map(|c| c.to_string()).zip(r).collect()))
+        .collect();
+    body.insert(table.key.into(), rows);
+    Json(Value::Object(body)).into_response()
+}
+
+fn day(d: &chrono::NaiveDate) -> Value {
+    json!(d.to_string())
+}
+
 #[tracing::instrument(name = "query.retention", skip_all, fields(%community))]
 async fn retention(
     State(state): State<Arc<AppState>>,
@@ -97,29 +159,23 @@ async fn retention(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
     let mode = params.mode()?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
     let rows = state.source.retention(&sel, mode).await.map_err(|e| unavailable(&state, e))?;
-    if format == Format::Csv {
-        let mut out = String::new();
-        write_row(&mut out, &["cohort", "size", "period_offset", "value"].map(String::from));
-        for r in &rows {
-            for (k, v) in r.values.iter().enumerate() {
-                write_row(&mut out, &[r.cohort.to_string(), r.size.to_string(), k.to_string(), v.to_string()]);
-            }
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert("mode".into(), json!(mode.as_str()));
-    body.insert(
-        "cohorts".into(),
-        rows.iter().map(|r| json!({"cohort": r.cohort.to_string(), "size": r.size, "values": r.values})).collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    // JSON holds one row per cohort with its values; CSV one line per cohort and offset.
+    let table = if format == Format::Csv {
+        let lines = rows
+            .iter()
+            .flat_map(|r| {
+                r.values.iter().enumerate().map(move |(k, v)| vec![day(&r.cohort), json!(r.size), json!(k), json!(v)])
+            })
+            .collect();
+        Table { key: "cohorts", columns: vec!["cohort", "size", "period_offset", "value"], rows: lines }
+    } else {
+        let lines = rows.iter().map(|r| vec![day(&r.cohort), json!(r.size), json!(r.values)]).collect();
+        Table { key: "cohorts", columns: vec!["cohort", "size", "values"], rows: lines }
+    };
+    Ok(render(&sel, &fresh, &[("mode", json!(mode.as_str()))], table, format))
 }
 
 #[tracing::instrument(name = "query.activation", skip_all, fields(%community))]
@@ -129,34 +185,25 @@ async fn activation(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
     let rows = state.source.activation(&sel, fresh.as_of_ms).await.map_err(|e| unavailable(&state, e))?;
-    if format == Format::Csv {
-        let mut out = String::new();
-        write_row(&mut out, &["cohort", "size", "activated", "median_hours_to_activate", "complete"].map(String::from));
-        for r in &rows {
-            let median = r.median_hours_to_activate.map(|m| m.to_string()).unwrap_or_default();
-            write_row(
-                &mut out,
-                &[r.cohort.to_string(), r.size.to_string(), r.activated.to_string(), median, r.complete.to_string()],
-            );
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "cohorts".into(),
-        rows.iter()
+    let table = Table {
+        key: "cohorts",
+        columns: vec!["cohort", "size", "activated", "median_hours_to_activate", "complete"],
+        rows: rows
+            .iter()
             .map(|r| {
-                json!({"cohort": r.cohort.to_string(), "size": r.size, "activated": r.activated,
-                       "median_hours_to_activate": r.median_hours_to_activate, "complete": r.complete})
+                vec![
+                    day(&r.cohort),
+                    json!(r.size),
+                    json!(r.activated),
+                    json!(r.median_hours_to_activate),
+                    json!(r.complete),
+                ]
             })
             .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    };
+    Ok(render(&sel, &fresh, &[], table, format))
 }
 
 #[tracing::instrument(name = "query.conversion", skip_all, fields(%community))]
@@ -166,43 +213,27 @@ async fn conversion(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
     let rows = state.source.conversion(&sel, fresh.as_of_ms).await.map_err(|e| unavailable(&state, e))?;
-    if format == Format::Csv {
-        let mut out = String::new();
-        let head = ["cohort", "size", "converted", "value", "activated", "activated_then_converted", "complete"];
-        write_row(&mut out, &head.map(String::from));
-        for r in &rows {
-            write_row(
-                &mut out,
-                &[
-                    r.cohort.to_string(),
-                    r.size.to_string(),
-                    r.converted.to_string(),
-                    r.value.to_string(),
-                    r.activated.to_string(),
-                    r.activated_then_converted.to_string(),
-                    r.complete.to_string(),
-                ],
-            );
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "cohorts".into(),
-        rows.iter()
+    let table = Table {
+        key: "cohorts",
+        columns: vec!["cohort", "size", "converted", "value", "activated", "activated_then_converted", "complete"],
+        rows: rows
+            .iter()
             .map(|r| {
-                json!({"cohort": r.cohort.to_string(), "size": r.size, "converted": r.converted, "value": r.value,
-                       "activated": r.activated, "activated_then_converted": r.activated_then_converted,
-                       "complete": r.complete})
+                vec![
+                    day(&r.cohort),
+                    json!(r.size),
+                    json!(r.converted),
+                    json!(r.value),
+                    json!(r.activated),
+                    json!(r.activated_then_converted),
+                    json!(r.complete),
+                ]
             })
             .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    };
+    Ok(render(&sel, &fresh, &[], table, format))
 }
 
 #[tracing::instrument(name = "query.referral", skip_all, fields(%community))]
@@ -212,47 +243,41 @@ async fn referral(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
     let rows = state.source.referral(&sel).await.map_err(|e| unavailable(&state, e))?;
-    if format == Format::Csv {
-        let mut out = String::new();
-        write_row(&mut out, &["cohort", "size", "referred", "invited", "k_factor"].map(String::from));
-        for r in &rows {
-            let cells = [
-                r.cohort.to_string(),
-                r.size.to_string(),
-                r.referred.to_string(),
-                r.invited.to_string(),
-                r.k_factor.to_string(),
-            ];
-            write_row(&mut out, &cells);
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "cohorts".into(),
-        rows.iter()
-            .map(|r| {
-                json!({"cohort": r.cohort.to_string(), "size": r.size, "referred": r.referred,
-                       "invited": r.invited, "k_factor": r.k_factor})
-            })
+    let table = Table {
+        key: "cohorts",
+        columns: vec!["cohort", "size", "referred", "invited", "k_factor"],
+        rows: rows
+            .iter()
+            .map(|r| vec![day(&r.cohort), json!(r.size), json!(r.referred), json!(r.invited), json!(r.k_factor)])
             .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    };
+    Ok(render(&sel, &fresh, &[], table, format))
 }
 
-/// Every period of granularity `g` from the community's first event to `as_of`, within the
-/// request's `from`/`to` (period start dates, inclusive).
+/// Every period of the selection's granularity from the community's first event to `as_of`,
+/// within the request's `from`/`to` (period start dates, inclusive).
 fn periods(sel: &Selection, days: Option<(chrono::NaiveDate, chrono::NaiveDate)>) -> Vec<chrono::NaiveDate> {
     use engine::period::{date_to_day, period_of_day, period_start_date};
     let Some((first, last)) = days else { return Vec::new() };
     let g = sel.granularity;
     let (lo, hi) = (period_of_day(date_to_day(first), g), period_of_day(date_to_day(last), g));
     (lo..=hi).map(|p| period_start_date(p, g)).filter(|d| sel.contains(*d)).collect()
+}
+
+/// A per-period table with every period listed, zeros where no partition wrote a row.
+fn dense<const N: usize>(
+    sel: &Selection,
+    fresh: &Freshness,
+    rows: Vec<(chrono::NaiveDate, [u64; N])>,
+) -> Vec<(chrono::NaiveDate, [u64; N])> {
+    let rows: std::collections::BTreeMap<_, _> = rows.into_iter().collect();
+    periods(sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; N]))).collect()
+}
+
+fn counts_row<const N: usize>(d: &chrono::NaiveDate, v: &[u64; N]) -> Vec<Value> {
+    std::iter::once(day(d)).chain(v.iter().map(|x| json!(x))).collect()
 }
 
 #[tracing::instrument(name = "query.engagement", skip_all, fields(%community))]
@@ -262,44 +287,13 @@ async fn engagement(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let mut sel = params.selection(&community)?;
+    let (mut sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
     sel.granularity = engine::Granularity::Day;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
-    let rows: std::collections::BTreeMap<_, _> =
-        state.source.engagement(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
-    let names = engine::activity::ENGAGEMENT;
-    let dense: Vec<(chrono::NaiveDate, [u64; 10])> =
-        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 10]))).collect();
-    if format == Format::Csv {
-        let mut out = String::new();
-        let mut head_row = vec!["day".to_string()];
-        head_row.extend(names.iter().map(|n| n.to_string()));
-        write_row(&mut out, &head_row);
-        for (d, v) in &dense {
-            let mut cells = vec![d.to_string()];
-            cells.extend(v.iter().map(u64::to_string));
-            write_row(&mut out, &cells);
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "days".into(),
-        dense
-            .iter()
-            .map(|(d, v)| {
-                let mut m = serde_json::Map::new();
-                m.insert("day".into(), json!(d.to_string()));
-                for (n, x) in names.iter().zip(v) {
-                    m.insert((*n).into(), json!(x));
-                }
-                Value::Object(m)
-            })
-            .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    let rows = state.source.engagement(&sel).await.map_err(|e| unavailable(&state, e))?;
+    let mut columns = vec!["day"];
+    columns.extend(engine::activity::ENGAGEMENT);
+    let rows = dense(&sel, &fresh, rows).iter().map(|(d, v)| counts_row(d, v)).collect();
+    Ok(render(&sel, &fresh, &[], Table { key: "days", columns, rows }, format))
 }
 
 #[tracing::instrument(name = "query.lifecycle", skip_all, fields(%community))]
@@ -309,41 +303,12 @@ async fn lifecycle(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
-    let rows: std::collections::BTreeMap<_, _> =
-        state.source.lifecycle(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
-    let names = engine::activity::LIFECYCLE;
-    let dense: Vec<(chrono::NaiveDate, [u64; 4])> =
-        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 4]))).collect();
-    if format == Format::Csv {
-        let mut out = String::new();
-        write_row(&mut out, &["period", "new", "returning", "resurrecting", "dormant"].map(String::from));
-        for (d, v) in &dense {
-            let mut cells = vec![d.to_string()];
-            cells.extend(v.iter().map(u64::to_string));
-            write_row(&mut out, &cells);
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "periods".into(),
-        dense
-            .iter()
-            .map(|(d, v)| {
-                let mut m = serde_json::Map::new();
-                m.insert("period".into(), json!(d.to_string()));
-                for (n, x) in names.iter().zip(v) {
-                    m.insert((*n).into(), json!(x));
-                }
-                Value::Object(m)
-            })
-            .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
+    let rows = state.source.lifecycle(&sel).await.map_err(|e| unavailable(&state, e))?;
+    let mut columns = vec!["period"];
+    columns.extend(engine::activity::LIFECYCLE);
+    let rows = dense(&sel, &fresh, rows).iter().map(|(d, v)| counts_row(d, v)).collect();
+    Ok(render(&sel, &fresh, &[], Table { key: "periods", columns, rows }, format))
 }
 
 #[tracing::instrument(name = "query.churn", skip_all, fields(%community))]
@@ -353,43 +318,16 @@ async fn churn(
     Query(params): Query<RawParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, &community)?;
-    let sel = params.selection(&community)?;
-    let format = params.format(accept(&headers))?;
-    let fresh = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
-    let rows: std::collections::BTreeMap<_, _> =
-        state.source.churn(&sel).await.map_err(|e| unavailable(&state, e))?.into_iter().collect();
-    let dense: Vec<(chrono::NaiveDate, [u64; 5])> =
-        periods(&sel, fresh.days).into_iter().map(|d| (d, rows.get(&d).copied().unwrap_or([0; 5]))).collect();
+    let (sel, format, fresh) = prelude(&state, &headers, &community, &params).await?;
+    let rows = state.source.churn(&sel).await.map_err(|e| unavailable(&state, e))?;
     // Members in at the start and out at the end, over members in at the start; null for none.
     let rate = |v: &[u64; 5]| (v[0] > 0).then(|| v[1] as f64 / v[0] as f64);
-    if format == Format::Csv {
-        let mut out = String::new();
-        write_row(
-            &mut out,
-            &["period", "members_start", "left", "removed", "inactive", "churn_rate"].map(String::from),
-        );
-        for (d, v) in &dense {
-            let r = rate(v).map(|r| r.to_string()).unwrap_or_default();
-            write_row(
-                &mut out,
-                &[d.to_string(), v[0].to_string(), v[2].to_string(), v[3].to_string(), v[4].to_string(), r],
-            );
-        }
-        return Ok(csv_response(out));
-    }
-    let mut body = head(&sel, fresh.as_of_ms);
-    body.insert(
-        "periods".into(),
-        dense
-            .iter()
-            .map(|(d, v)| {
-                json!({"period": d.to_string(), "members_start": v[0], "left": v[2], "removed": v[3],
-                       "inactive": v[4], "churn_rate": rate(v)})
-            })
-            .collect(),
-    );
-    Ok(Json(Value::Object(body)).into_response())
+    let rows = dense(&sel, &fresh, rows)
+        .iter()
+        .map(|(d, v)| vec![day(d), json!(v[0]), json!(v[2]), json!(v[3]), json!(v[4]), json!(rate(v))])
+        .collect();
+    let columns = vec!["period", "members_start", "left", "removed", "inactive", "churn_rate"];
+    Ok(render(&sel, &fresh, &[], Table { key: "periods", columns, rows }, format))
 }
 
 #[tracing::instrument(name = "query.freshness", skip_all, fields(%community))]
