@@ -129,7 +129,31 @@ fn tcp_ok(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
+fn spawn_clickhouse(ch_dir: &Path, dir: &Path) -> Result<Proc> {
+    Proc::spawn(
+        "clickhouse",
+        Command::new(clickhouse_bin()).arg(format!("--config-file={}", ch_dir.join("config.xml").display())),
+        &dir.join("clickhouse.out"),
+    )
+}
+
 impl Stack {
+    /// SIGKILLs ClickHouse (its data stays on disk).
+    pub fn kill_clickhouse(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| p.name == "clickhouse") {
+            p.kill();
+        }
+        self.procs.retain(|p| p.name != "clickhouse");
+    }
+
+    /// Starts ClickHouse again on the same data and port.
+    pub fn restart_clickhouse(&mut self) -> Result<()> {
+        let p = spawn_clickhouse(&self.dir.join("clickhouse"), &self.dir)?;
+        self.procs.push(p);
+        let url = format!("{}/ping", self.clickhouse_url);
+        wait_for("clickhouse restarted", Duration::from_secs(60), || http_ok(&url))
+    }
+
     /// Starts everything; `partitions` is the topic's partition count.
     pub fn start(name: &str, partitions: u32) -> Result<Stack> {
         let dir = repo_root().join(".scratch").join("e2e").join(format!("{name}-{}", std::process::id()));
@@ -154,11 +178,7 @@ impl Stack {
         if !ch_bin.exists() {
             bail!("{} not found: run deploy/test.sh (it installs clickhouse-server)", ch_bin.display());
         }
-        procs.push(Proc::spawn(
-            "clickhouse",
-            Command::new(&ch_bin).arg(format!("--config-file={}", ch_dir.join("config.xml").display())),
-            &dir.join("clickhouse.out"),
-        )?);
+        procs.push(spawn_clickhouse(&ch_dir, &dir)?);
         let clickhouse_url = format!("http://127.0.0.1:{ch_port}");
 
         // Tansu
