@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_matches_any, rng, run_engine_flushing};
+use common::{assert_matches_any, rng, run_engine_flushing, run_engine_with_restart};
 use engine::{CommunityConfig, Configs};
 use proptest::prelude::*;
 use schemas::{parse_event_value, Event, Limits};
@@ -89,6 +89,29 @@ proptest! {
         };
         let configs = Configs { communities: [("p".to_string(), cfg.clone())].into(), ..Configs::default() };
         let tables = run_engine_flushing(&sent, partitions, &configs, &mut r, flush_p);
+        assert_matches_any(&tables, &events, "p", &cfg);
+    }
+
+    /// A crash and restart anywhere (as the processor restarts: storage read back, the log
+    /// replayed without writing) changes no final table.
+    #[test]
+    fn a_restart_anywhere_changes_nothing(
+        raw in prop::collection::vec(event_strategy(), 1..60),
+        order_seed in any::<u64>(),
+        partitions in 1usize..4,
+        flush_p in 0.05f64..0.6,
+        crash_fraction in 0.0f64..1.0,
+        zone in 0..ZONES.len(),
+    ) {
+        let events = build(&raw);
+        let mut sent = events.clone();
+        let mut r = rng(order_seed);
+        use rand::seq::SliceRandom;
+        sent.shuffle(&mut r);
+        let cfg = CommunityConfig { timezone: ZONES[zone].parse().unwrap(), inactivity_days: 5, ..CommunityConfig::default() };
+        let configs = Configs { communities: [("p".to_string(), cfg.clone())].into(), ..Configs::default() };
+        let crash_at = ((sent.len() as f64) * crash_fraction) as usize;
+        let tables = run_engine_with_restart(&sent, partitions, &configs, &mut r, flush_p, crash_at);
         assert_matches_any(&tables, &events, "p", &cfg);
     }
 }

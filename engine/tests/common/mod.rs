@@ -189,3 +189,114 @@ fn assert_matches_inner(tables: &Tables, events: &[Event], community: &str, cfg:
 pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
+
+/// What storage holds for one partition, as the rows the processor reads back at start.
+fn seed_rows(t: &Tables) -> SeedRows {
+    use engine::{ChurnRow, CohortRow, EngagementRow, LifecycleRow, RetentionCell};
+    let cohorts = t
+        .cohorts
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|((c, s, g, d), v)| CohortRow {
+            community_id: c.clone(),
+            group_id: s.clone(),
+            granularity: *g,
+            cohort: *d,
+            size: *v,
+        })
+        .collect();
+    let cells = t
+        .retention
+        .iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|((c, s, g, m, d, k), v)| RetentionCell {
+            community_id: c.clone(),
+            group_id: s.clone(),
+            granularity: *g,
+            mode: *m,
+            cohort: *d,
+            offset: *k,
+            period: *d,
+            members: *v,
+        })
+        .collect();
+    let days = t
+        .engagement
+        .iter()
+        .map(|((c, s, d), v)| EngagementRow { community_id: c.clone(), group_id: s.clone(), day: *d, values: *v })
+        .collect();
+    let periods = t
+        .lifecycle
+        .iter()
+        .map(|((c, s, g, d), v)| LifecycleRow {
+            community_id: c.clone(),
+            group_id: s.clone(),
+            granularity: *g,
+            period: *d,
+            values: *v,
+        })
+        .collect();
+    let churn = t
+        .churn
+        .iter()
+        .map(|((c, s, g, d), v)| ChurnRow {
+            community_id: c.clone(),
+            group_id: s.clone(),
+            granularity: *g,
+            period: *d,
+            values: *v,
+        })
+        .collect();
+    (cohorts, cells, days, periods, churn)
+}
+
+type SeedRows = (
+    Vec<engine::CohortRow>,
+    Vec<engine::RetentionCell>,
+    Vec<engine::EngagementRow>,
+    Vec<engine::LifecycleRow>,
+    Vec<engine::ChurnRow>,
+);
+
+/// Like `run_engine_flushing`, with a crash after `crash_at` events: every partition restarts as
+/// the processor does (a new engine seeded with what storage holds, the log up to the crash
+/// replayed without writing), then processing goes on.
+pub fn run_engine_with_restart(
+    events: &[Event],
+    partitions: usize,
+    cfg: &Configs,
+    rng: &mut ChaCha8Rng,
+    flush_p: f64,
+    crash_at: usize,
+) -> Tables {
+    let part = |e: &Event| (xxhash_like(&e.partition_key()) % partitions as u64) as usize;
+    let mut engines: Vec<Engine> = (0..partitions).map(|_| Engine::new(cfg.clone())).collect();
+    let mut tables: Vec<Tables> = vec![Tables::default(); partitions];
+    let mut as_of: std::collections::HashMap<String, i64> = Default::default();
+    for (i, e) in events.iter().enumerate() {
+        if i == crash_at {
+            for (q, engine) in engines.iter_mut().enumerate() {
+                let (cohorts, cells, days, periods, churn) = seed_rows(&tables[q]);
+                *engine = Engine::new(cfg.clone());
+                engine.seed_written(&cohorts, &cells);
+                engine.seed_written_periods(&days, &periods, &churn);
+                for x in events[..crash_at].iter().filter(|x| part(x) == q) {
+                    engine.apply(x);
+                }
+            }
+        }
+        engines[part(e)].apply(e);
+        let a = as_of.entry(e.community_id.clone()).or_insert(e.ts_ms);
+        *a = (*a).max(e.ts_ms);
+        if rng.random::<f64>() < flush_p {
+            let q = rng.random_range(0..partitions);
+            tables[q].apply(&engines[q].flush(&|c| as_of.get(c).copied()));
+        }
+    }
+    let mut total = Tables::default();
+    for (mut engine, mut t) in engines.into_iter().zip(tables) {
+        t.apply(&engine.flush(&|c| as_of.get(c).copied()));
+        total.merge_sum(&t);
+    }
+    total
+}
