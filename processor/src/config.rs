@@ -22,6 +22,8 @@ pub struct KafkaConfig {
     pub topic: String,
     /// Used for committing offsets (progress reporting, lag in tools); the truth is in ClickHouse.
     pub group_id: String,
+    /// Where records that are not valid events go, with the reason and their source position.
+    pub dead_letter_topic: String,
     pub properties: BTreeMap<String, Secret>,
 }
 
@@ -31,6 +33,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: "engagement-events".into(),
             group_id: "engagement-processor".into(),
+            dead_letter_topic: "engagement-events-dlq".into(),
             properties: BTreeMap::new(),
         }
     }

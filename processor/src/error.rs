@@ -8,6 +8,8 @@ pub enum ProcessorError {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("topic {0}: not found or has no partitions")]
     NoTopic(String),
+    #[error("dead-letter topic: a record was not acknowledged ({0}); progress stays before it")]
+    DeadLetter(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

@@ -15,6 +15,7 @@ use common::Readiness;
 use engine::Engine;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use schemas::{parse_event, Limits};
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,10 @@ struct Core {
     pending_raw: Vec<RawEventRow>,
     limits: Limits,
     progress_dirty: bool,
+    dead_letters: FutureProducer,
+    dead_letter_topic: String,
+    /// Dead letters handed to the producer since the last flush; acknowledged before progress moves.
+    pending_dead_letters: Vec<DeliveryFuture>,
 }
 
 pub fn consumer(cfg: &ProcessorConfig) -> Result<StreamConsumer, ProcessorError> {
@@ -106,8 +111,18 @@ impl Pipeline {
         }
         consumer.assign(&tpl)?;
         let limits = Limits { max_future_ms: i64::MAX / 4, ..Limits::default() };
-        let core =
-            Core { metrics, partitions, as_of: HashMap::new(), pending_raw: Vec::new(), limits, progress_dirty: true };
+        let dead_letters = dead_letter_producer(&cfg)?;
+        let core = Core {
+            metrics,
+            partitions,
+            as_of: HashMap::new(),
+            pending_raw: Vec::new(),
+            limits,
+            progress_dirty: true,
+            dead_letters,
+            dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
+            pending_dead_letters: Vec::new(),
+        };
         Ok(Pipeline { cfg, consumer, store, readiness, core, last_progress_write: Instant::now() })
     }
 
@@ -207,6 +222,14 @@ impl Pipeline {
         if batch.progress.is_empty() && batch.raw.is_empty() {
             return Ok(());
         }
+        // Dead letters are acknowledged before the progress that moves past them is stored.
+        for f in std::mem::take(&mut self.core.pending_dead_letters) {
+            match f.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(ProcessorError::DeadLetter(e.to_string())),
+                Err(_) => return Err(ProcessorError::DeadLetter("delivery cancelled".into())),
+            }
+        }
         let write_started = Instant::now();
         self.write_with_retry(&batch, stopping).await?;
         self.core.metrics.flush_seconds.with_label_values(&["write"]).observe(write_started.elapsed().as_secs_f64());
@@ -275,7 +298,11 @@ impl Core {
             Ok(ev) => ev,
             Err(e) => {
                 self.metrics.invalid_records.with_label_values(&[e.reason_label()]).inc();
-                tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; skipped");
+                tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; dead-lettered");
+                // Records before the previous run's progress were dead-lettered by that run.
+                if offset >= st.archived_until {
+                    self.dead_letter(partition, offset, payload.unwrap_or_default(), &e.to_string());
+                }
                 return;
             }
         };
@@ -290,6 +317,41 @@ impl Core {
             self.pending_raw.push(RawEventRow::new(&ev, partition, offset));
         }
     }
+}
+
+impl Core {
+    /// Sends a record that is not a valid event to the dead-letter topic: the reason, where it
+    /// came from, and its bytes (as text when they are UTF-8, else base-16).
+    fn dead_letter(&mut self, partition: i32, offset: i64, payload: &[u8], reason: &str) {
+        let text = std::str::from_utf8(payload)
+            .map(str::to_owned)
+            .unwrap_or_else(|_| payload.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let body = serde_json::json!({
+            "reason": reason,
+            "source_partition": partition,
+            "source_offset": offset,
+            "payload": text,
+        })
+        .to_string();
+        let key = format!("{partition}:{offset}");
+        let record = FutureRecord::to(&self.dead_letter_topic).key(&key).payload(&body);
+        match self.dead_letters.send_result(record) {
+            Ok(f) => self.pending_dead_letters.push(f),
+            Err((e, _)) => tracing::error!(error = %e, partition, offset, "dead-letter producer refused a record"),
+        }
+    }
+}
+
+fn dead_letter_producer(cfg: &ProcessorConfig) -> Result<FutureProducer, ProcessorError> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", "30000");
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v.expose());
+    }
+    Ok(c.create()?)
 }
 
 fn watermarks(consumer: &StreamConsumer, topic: &str, p: i32) -> Result<(i64, i64), ProcessorError> {
