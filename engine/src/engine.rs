@@ -281,10 +281,6 @@ impl Engine {
         Engine { configs, communities: HashMap::new() }
     }
 
-    pub fn configs(&self) -> &Configs {
-        &self.configs
-    }
-
     /// Applies one event. Returns false for a duplicate `(community_id, event_id)`, which changes
     /// nothing.
     pub fn apply(&mut self, ev: &Event) -> bool {
@@ -334,10 +330,6 @@ impl Engine {
     /// The largest `ts` this partition has seen for the community.
     pub fn max_ts(&self, community_id: &str) -> Option<i64> {
         self.communities.get(community_id).filter(|c| c.events_processed > 0).map(|c| c.max_ts)
-    }
-
-    pub fn community_ids(&self) -> impl Iterator<Item = &String> {
-        self.communities.keys()
     }
 
     /// Declares rows that storage already holds for this partition (from an earlier run), so

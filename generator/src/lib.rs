@@ -4,7 +4,7 @@
 //! rejoins and conversions, with the skew of real communities: a few very active members and many
 //! silent ones. Used by the demo, the tests and the benches.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use schemas::{Event, EventType, LeaveReason};
@@ -218,10 +218,6 @@ pub fn to_ndjson(events: &[Event]) -> String {
         s.push('\n');
     }
     s
-}
-
-pub fn format_date(ts_ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ts_ms).map(|t| t.to_rfc3339()).unwrap_or_default()
 }
 
 #[cfg(test)]
