@@ -210,7 +210,10 @@ impl MemberState {
         &mut self.groups[i].1
     }
 
+    /// Sorts each history, and the groups by id: simultaneous leaves from several groups then
+    /// apply in group-id order whatever order the events arrived in.
     fn sort(&mut self) {
+        self.groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, h) in &mut self.groups {
             h.ensure_sorted();
         }

@@ -224,3 +224,24 @@ fn a_dst_day_in_new_york_is_one_local_day() {
     assert_eq!(day("2024-03-11")[3], 1);
     assert_eq!(t.retention_row("c", "", Granularity::Day, Mode::On, d("2024-03-10")), vec![1, 1]);
 }
+
+#[test]
+fn simultaneous_leaves_from_two_groups_do_not_depend_on_arrival_order() {
+    // Removed from g1 and leaving g2 at one instant: leaves apply in group-id order, so g2's
+    // leave ends community membership and its reason (`left`) counts, in either arrival order.
+    let base = vec![
+        ev("j1", "member_joined", "g1", "m", "2024-01-01T00:00:00Z"),
+        ev("j2", "member_joined", "g2", "m", "2024-01-02T00:00:00Z"),
+        ev_with("l1", "member_left", "g1", "m", "2024-01-10T00:00:00Z", json!({"reason": "removed"}), false),
+        ev_with("l2", "member_left", "g2", "m", "2024-01-10T00:00:00Z", json!({"reason": "left"}), false),
+    ];
+    let mut reversed = base.clone();
+    reversed.reverse();
+    let week = ("c".to_string(), String::new(), Granularity::Week, d("2024-01-08"));
+    for events in [&base, &reversed] {
+        let t = engine_tables(events);
+        assert_eq!(t.churn[&week], [1, 1, 1, 0, 0], "members_start, churned, left, removed, inactive");
+        let r = reference::compute(events, "c", &reference::Params::default());
+        assert_eq!(r.churn[&(String::new(), "week".into(), d("2024-01-08"))], [1, 1, 1, 0, 0]);
+    }
+}
