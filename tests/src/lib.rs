@@ -156,6 +156,11 @@ impl Stack {
 
     /// Starts everything; `partitions` is the topic's partition count.
     pub fn start(name: &str, partitions: u32) -> Result<Stack> {
+        Stack::start_with(name, partitions, &[])
+    }
+
+    /// Like `start`, with extra environment for the processor (metric configuration, say).
+    pub fn start_with(name: &str, partitions: u32, processor_env: &[(&str, &str)]) -> Result<Stack> {
         let dir = repo_root().join(".scratch").join("e2e").join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -222,6 +227,7 @@ impl Stack {
         procs.push(Proc::spawn("ingest", &mut ingest, &dir.join("ingest.log"))?);
         wait_for("ingest ready", Duration::from_secs(60), || http_ok(&format!("{ingest_url}/readyz")))?;
 
+        let extra = processor_env;
         let processor_env = vec![
             ("PROCESSOR_LISTEN".to_string(), format!("127.0.0.1:{processor_port}")),
             ("PROCESSOR_KAFKA__BROKERS".to_string(), kafka.clone()),
@@ -229,6 +235,8 @@ impl Stack {
             ("PROCESSOR_CLICKHOUSE__DATABASE".to_string(), database.clone()),
             ("PROCESSOR_FLUSH__INTERVAL_MS".to_string(), "300".to_string()),
         ];
+        let mut processor_env = processor_env;
+        processor_env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut query = Command::new(service_bin("query-api")?);
         query
             .env("QUERY_LISTEN", format!("127.0.0.1:{query_port}"))

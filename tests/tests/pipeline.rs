@@ -90,8 +90,16 @@ fn distinct(events: &[Event], community: &str) -> u64 {
     events.iter().filter(|e| e.community_id == community).map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64
 }
 
+/// Community `e2e` runs in Shanghai time (set through the processor's environment), so days,
+/// weeks and months are local there, end to end.
+const ZONE: &str = "Asia/Shanghai";
+
+fn params() -> reference::Params {
+    reference::Params { tz: ZONE.parse().unwrap(), ..reference::Params::default() }
+}
+
 fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> usize {
-    let r = reference::compute(events, "e2e", &reference::Params::default());
+    let r = reference::compute(events, "e2e", &params());
     let as_of = schemas::event::format_ts(r.as_of_ms.unwrap());
     let mut scopes: Vec<String> =
         events.iter().map(|e| e.group_id.clone()).collect::<HashSet<_>>().into_iter().collect();
@@ -277,7 +285,8 @@ fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> u
 
 #[test]
 fn pipeline_matches_reference_through_restart() {
-    let mut stack = Stack::start("pipeline", 4).expect("stack starts");
+    let mut stack = Stack::start_with("pipeline", 4, &[("PROCESSOR_METRICS__COMMUNITIES__E2E__TIMEZONE", ZONE)])
+        .expect("stack starts");
     let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     let spec = generator::Spec {
@@ -312,7 +321,7 @@ fn pipeline_matches_reference_through_restart() {
     wait_processed(&client, &stack, "e2e", distinct(first, "e2e"));
     let cells = compare_with_reference(&client, &stack, first);
     println!("phase 1: {cells} cells equal to the reference");
-    let reference = reference::compute(first, "e2e", &reference::Params::default());
+    let reference = reference::compute(first, "e2e", &params());
     assert!(reference.conversion.values().any(|c| c.converted > 0), "the data has conversions");
     assert!(reference.referral.values().any(|c| c.invited > 0), "the data has invitations");
 
