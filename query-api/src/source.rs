@@ -350,18 +350,12 @@ impl Source for ClickHouseSource {
         Box::pin(async move {
             let _t = self.timer("freshness");
             #[derive(Row, Deserialize)]
-            struct Range {
-                partitions: u64,
-                first_day: u16,
-                last_day: u16,
-            }
-            let range = self.client.query(queries::COMMUNITY_RANGE).bind(community).fetch_all::<Range>().await?;
-            let days = range.first().filter(|r| r.partitions > 0).map(|r| (date(r.first_day), date(r.last_day)));
-            #[derive(Row, Deserialize)]
             struct Stats {
                 n: u64,
                 max_ts: i64,
                 partitions: u64,
+                first_day: u16,
+                last_day: u16,
             }
             #[derive(Row, Deserialize)]
             struct Lag {
@@ -370,6 +364,7 @@ impl Source for ClickHouseSource {
             let stats = self.client.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
             let lag = self.client.query(queries::CONSUMER_LAG).fetch_all::<Lag>().await?;
             let s = stats.first();
+            let days = s.filter(|s| s.partitions > 0).map(|s| (date(s.first_day), date(s.last_day)));
             Ok(Freshness {
                 as_of_ms: s.filter(|s| s.partitions > 0).map(|s| s.max_ts),
                 events_processed: s.map(|s| s.n).unwrap_or(0),

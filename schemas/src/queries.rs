@@ -86,9 +86,11 @@ pub fn referral_invited(cohort_column: &str, from: bool, to: bool) -> String {
     )
 }
 
-/// Binds: community.
+/// Events counted, `as_of`, and the local days of the first event and of `as_of` (the range the
+/// per-period tables list). Binds: community.
 pub const COMMUNITY_STATS: &str = "SELECT toUInt64(sum(events_processed)) AS n, toInt64(max(max_ts_ms)) AS max_ts, \
-     toUInt64(count()) AS partitions FROM community_stats FINAL WHERE community_id = ?";
+     toUInt64(count()) AS partitions, min(first_day) AS first_day, max(last_day) AS last_day \
+     FROM community_stats FINAL WHERE community_id = ?";
 
 pub const CONSUMER_LAG: &str =
     "SELECT toInt64(sum(greatest(high_watermark - next_offset, 0))) AS lag FROM processor_progress FINAL";
@@ -100,10 +102,6 @@ pub fn max_version(table: &str) -> String {
 
 pub const DERIVED_TABLES: [&str; 7] =
     ["cohorts", "retention", "member_facts", "community_stats", "engagement", "lifecycle", "churn"];
-
-/// The local days of the community's first event and of `as_of`. Binds: community.
-pub const COMMUNITY_RANGE: &str = "SELECT toUInt64(count()) AS partitions, min(first_day) AS first_day, \
-     max(last_day) AS last_day FROM community_stats FINAL WHERE community_id = ?";
 
 /// Binds: community, group, [from], [to].
 pub fn engagement(from: bool, to: bool) -> String {
@@ -218,7 +216,6 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
         }
     }
     emit("query", bind(COMMUNITY_STATS, &["demo"]));
-    emit("query", bind(COMMUNITY_RANGE, &["demo"]));
     for (from, to) in [(false, false), (true, true)] {
         let dates: Vec<&str> =
             [from.then_some("2024-01-01"), to.then_some("2024-03-31")].into_iter().flatten().collect();
