@@ -11,6 +11,8 @@ pub struct QueryConfig {
     pub read_keys: Vec<KeyBinding>,
     /// `Retry-After` seconds when ClickHouse does not answer.
     pub retry_after_secs: u64,
+    /// `Cache-Control: private, max-age=N` on answers; dashboards revalidate with `ETag` after.
+    pub cache_max_age_secs: u64,
 }
 
 impl Default for QueryConfig {
@@ -20,6 +22,7 @@ impl Default for QueryConfig {
             clickhouse: ClickHouseConfig::default(),
             read_keys: Vec::new(),
             retry_after_secs: 2,
+            cache_max_age_secs: 5,
         }
     }
 }

@@ -34,6 +34,10 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .route("/v1/communities/{community}/lifecycle", get(lifecycle))
         .route("/v1/communities/{community}/churn", get(churn))
         .route("/v1/communities/{community}/freshness", get(freshness))
+        .route("/v1/communities/{community}/groups", get(groups))
+        .route("/openapi.json", get(openapi))
+        .merge(crate::dashboard::routes())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::caching::conditional))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)
         .merge(ops)
@@ -91,7 +95,8 @@ fn csv_response(body: String) -> Response {
 }
 
 /// What every metric endpoint starts with: the key check, the parameters, and the community's
-/// freshness (`as_of`, and the days the per-period tables span).
+/// freshness (`as_of`, and the days the per-period tables span). A community with no counted
+/// event, or a group the community has no event in, is a 404.
 async fn prelude(
     state: &AppState,
     headers: &HeaderMap,
@@ -101,8 +106,30 @@ async fn prelude(
     authorize(state, headers, community)?;
     let sel = params.selection(community)?;
     let format = params.format(accept(headers))?;
-    let fresh = state.source.freshness(community).await.map_err(|e| unavailable(state, e))?;
+    let groups = async {
+        match sel.group {
+            Some(_) => state.source.groups(community).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (fresh, groups) = tokio::join!(state.source.freshness(community), groups);
+    let fresh = fresh.map_err(|e| unavailable(state, e))?;
+    known_community(community, &fresh)?;
+    if let (Some(g), Some(groups)) = (&sel.group, groups.map_err(|e| unavailable(state, e))?) {
+        if !groups.contains(g) {
+            return Err(ApiError::not_found(format!(
+                "group: community \"{community}\" has no group \"{g}\" (no event was counted in it)"
+            )));
+        }
+    }
     Ok((sel, format, fresh))
+}
+
+fn known_community(community: &str, fresh: &Freshness) -> Result<(), ApiError> {
+    match fresh.as_of_ms {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(format!("community: no event has been counted for community \"{community}\""))),
+    }
 }
 
 /// A metric table: named columns and one row per cohort or period, answered as JSON objects under
@@ -339,7 +366,9 @@ async fn freshness(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers, &community)?;
     let format = params.format(accept(&headers))?;
-    let f = state.source.freshness(&community).await.map_err(|e| unavailable(&state, e))?;
+    let (f, lag) = tokio::join!(state.source.freshness(&community), state.source.lag());
+    let f =
+        Freshness { lag_events: lag.map_err(|e| unavailable(&state, e))?, ..f.map_err(|e| unavailable(&state, e))? };
     if format == Format::Csv {
         let mut out = String::new();
         write_row(&mut out, &["as_of", "events_processed", "lag_events"].map(String::from));
@@ -351,4 +380,32 @@ async fn freshness(
         json!({"as_of": as_of_json(f.as_of_ms), "events_processed": f.events_processed, "lag_events": f.lag_events}),
     )
     .into_response())
+}
+
+#[tracing::instrument(name = "query.groups", skip_all, fields(%community))]
+async fn groups(
+    State(state): State<Arc<AppState>>,
+    Path(community): Path<String>,
+    Query(params): Query<RawParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, &community)?;
+    let format = params.format(accept(&headers))?;
+    let (fresh, groups) = tokio::join!(state.source.freshness(&community), state.source.groups(&community));
+    known_community(&community, &fresh.map_err(|e| unavailable(&state, e))?)?;
+    let groups = groups.map_err(|e| unavailable(&state, e))?;
+    if format == Format::Csv {
+        let mut out = String::new();
+        write_row(&mut out, &["group".to_owned()]);
+        for g in &groups {
+            write_row(&mut out, std::slice::from_ref(g));
+        }
+        return Ok(csv_response(out));
+    }
+    Ok(Json(json!({"community": community, "groups": groups})).into_response())
+}
+
+/// The OpenAPI 3.1 description of this service (tests check real answers against it).
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::OPENAPI).into_response()
 }

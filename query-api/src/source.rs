@@ -72,7 +72,12 @@ pub trait Source: Send + Sync + 'static {
     fn lifecycle<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 4])>>;
     /// Churn rows (members_start, churned, left, removed, inactive) that have any partition's row.
     fn churn<'a>(&'a self, sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 5])>>;
+    /// The community's counts and day range; `lag_events` is left 0 (see `lag`).
     fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness>;
+    /// Records still waiting in Kafka, topic-wide (only `/freshness` needs it).
+    fn lag(&self) -> BoxFut<'_, i64>;
+    /// The groups of a community that have any engagement row, sorted.
+    fn groups<'a>(&'a self, community: &'a str) -> BoxFut<'a, Vec<String>>;
     fn ping(&self) -> BoxFut<'_, ()>;
 }
 
@@ -357,20 +362,38 @@ impl Source for ClickHouseSource {
                 first_day: u16,
                 last_day: u16,
             }
+            let stats = self.client.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
+            let s = stats.first().filter(|s| s.partitions > 0);
+            Ok(Freshness {
+                as_of_ms: s.map(|s| s.max_ts),
+                events_processed: s.map(|s| s.n).unwrap_or(0),
+                lag_events: 0,
+                days: s.map(|s| (date(s.first_day), date(s.last_day))),
+            })
+        })
+    }
+
+    fn lag(&self) -> BoxFut<'_, i64> {
+        Box::pin(async move {
+            let _t = self.timer("lag");
             #[derive(Row, Deserialize)]
             struct Lag {
                 lag: i64,
             }
-            let stats = self.client.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
             let lag = self.client.query(queries::CONSUMER_LAG).fetch_all::<Lag>().await?;
-            let s = stats.first();
-            let days = s.filter(|s| s.partitions > 0).map(|s| (date(s.first_day), date(s.last_day)));
-            Ok(Freshness {
-                as_of_ms: s.filter(|s| s.partitions > 0).map(|s| s.max_ts),
-                events_processed: s.map(|s| s.n).unwrap_or(0),
-                lag_events: lag.first().map(|l| l.lag).unwrap_or(0),
-                days,
-            })
+            Ok(lag.first().map(|l| l.lag).unwrap_or(0))
+        })
+    }
+
+    fn groups<'a>(&'a self, community: &'a str) -> BoxFut<'a, Vec<String>> {
+        Box::pin(async move {
+            let _t = self.timer("groups");
+            #[derive(Row, Deserialize)]
+            struct Group {
+                group_id: String,
+            }
+            let rows = self.client.query(queries::GROUPS).bind(community).fetch_all::<Group>().await?;
+            Ok(rows.into_iter().map(|g| g.group_id).collect())
         })
     }
 

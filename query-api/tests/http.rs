@@ -78,13 +78,27 @@ impl Source for Fake {
     fn churn<'a>(&'a self, _sel: &'a Selection) -> BoxFut<'a, Vec<(NaiveDate, [u64; 5])>> {
         Box::pin(async move { Ok(vec![(d("2024-01-01"), [4, 1, 1, 0, 2])]) })
     }
-    fn freshness<'a>(&'a self, _c: &'a str) -> BoxFut<'a, Freshness> {
+    fn freshness<'a>(&'a self, community: &'a str) -> BoxFut<'a, Freshness> {
         Box::pin(async move {
+            if community == "empty" {
+                return Ok(Freshness::default());
+            }
             Ok(Freshness {
                 as_of_ms: Some(1_704_153_600_000),
                 events_processed: 42,
-                lag_events: 3,
+                lag_events: 0,
                 days: Some((d("2023-12-31"), d("2024-01-02"))),
+            })
+        })
+    }
+    fn lag(&self) -> BoxFut<'_, i64> {
+        Box::pin(async move { Ok(3) })
+    }
+    fn groups<'a>(&'a self, community: &'a str) -> BoxFut<'a, Vec<String>> {
+        Box::pin(async move {
+            Ok(match community {
+                "acme" => vec!["g1".to_owned(), "g2".to_owned()],
+                _ => vec!["other-g".to_owned()],
             })
         })
     }
@@ -98,6 +112,7 @@ fn app(fake: Arc<Fake>) -> axum::Router {
         read_keys: vec![
             KeyBinding { key: Secret::new("read-acme-1"), communities: vec!["acme".into()] },
             KeyBinding { key: Secret::new("read-other-1"), communities: vec!["other".into()] },
+            KeyBinding { key: Secret::new("read-empty-1"), communities: vec!["empty".into()] },
         ],
         ..QueryConfig::default()
     };
@@ -316,4 +331,209 @@ async fn a_failing_store_answers_503_with_retry_after() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry.as_deref(), Some("2"));
     assert!(body.contains("\"code\":\"unavailable\""), "{body}");
+}
+
+async fn get_with(app: axum::Router, uri: &str, headers: &[(&str, &str)]) -> axum::response::Response {
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+}
+
+async fn body_text(resp: axum::response::Response) -> String {
+    String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn unknown_community_or_group_is_404_naming_it() {
+    let cases = [
+        (
+            "/v1/communities/empty/retention",
+            "read-empty-1",
+            "community: no event has been counted for community \"empty\"",
+        ),
+        (
+            "/v1/communities/empty/groups",
+            "read-empty-1",
+            "community: no event has been counted for community \"empty\"",
+        ),
+        (
+            "/v1/communities/acme/churn?group=g9",
+            "read-acme-1",
+            "group: community \"acme\" has no group \"g9\" (no event was counted in it)",
+        ),
+        // A group of another community is unknown here, whatever the key can read elsewhere.
+        (
+            "/v1/communities/acme/engagement?group=other-g",
+            "read-acme-1",
+            "group: community \"acme\" has no group \"other-g\" (no event was counted in it)",
+        ),
+    ];
+    for (uri, key, msg) in cases {
+        let (status, _, body) = get(app(Arc::new(Fake::default())), uri, Some(key), None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!((v["error"]["code"].as_str(), v["error"]["message"].as_str()), (Some("not_found"), Some(msg)));
+    }
+    // Freshness answers before the first event, so a caller can wait on it.
+    let (status, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/empty/freshness", Some("read-empty-1"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"as_of": null, "events_processed": 0, "lag_events": 3})
+    );
+    let (status, _, _) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/churn?group=g2", Some("read-acme-1"), None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn groups_lists_the_communitys_groups() {
+    let (status, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/groups", Some("read-acme-1"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"community": "acme", "groups": ["g1", "g2"]}));
+    let (_, _, body) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/groups", Some("read-acme-1"), Some("text/csv")).await;
+    assert_eq!(body, "group\r\ng1\r\ng2\r\n");
+}
+
+#[tokio::test]
+async fn answers_carry_etag_and_a_matching_if_none_match_is_304() {
+    let auth = ("authorization", "Bearer read-acme-1");
+    let uri = "/v1/communities/acme/retention?granularity=week";
+    let first = get_with(app(Arc::new(Fake::default())), uri, &[auth]).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+    assert!(tag.starts_with('"') && tag.ends_with('"') && tag.len() == 34, "{tag}");
+    assert_eq!(first.headers()["cache-control"], "private, max-age=5");
+    assert_eq!(first.headers()["vary"], "Authorization, Accept");
+    let full = body_text(first).await;
+
+    let again = get_with(app(Arc::new(Fake::default())), uri, &[auth]).await;
+    assert_eq!(again.headers()["etag"].to_str().unwrap(), tag, "same numbers, same tag");
+    for sent in [tag.clone(), format!("W/{tag}"), format!("\"other\", {tag}")] {
+        let resp = get_with(app(Arc::new(Fake::default())), uri, &[auth, ("if-none-match", &sent)]).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED, "{sent}");
+        assert_eq!(resp.headers()["etag"].to_str().unwrap(), tag);
+        assert_eq!(body_text(resp).await, "");
+    }
+    let stale = get_with(app(Arc::new(Fake::default())), uri, &[auth, ("if-none-match", "\"stale\"")]).await;
+    assert_eq!(stale.status(), StatusCode::OK);
+    assert_eq!(body_text(stale).await, full);
+
+    let csv = get_with(app(Arc::new(Fake::default())), &format!("{uri}&format=csv"), &[auth]).await;
+    assert_ne!(csv.headers()["etag"].to_str().unwrap(), tag, "CSV and JSON are different representations");
+    let other =
+        get_with(app(Arc::new(Fake::default())), "/v1/communities/acme/retention?granularity=month", &[auth]).await;
+    assert_ne!(other.headers()["etag"].to_str().unwrap(), tag);
+
+    let denied = get_with(app(Arc::new(Fake::default())), uri, &[("authorization", "Bearer read-other-1")]).await;
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    assert_eq!(denied.headers()["cache-control"], "no-store");
+    assert!(denied.headers().get("etag").is_none());
+}
+
+#[tokio::test]
+async fn cross_tenant_attempts_are_refused_whatever_the_path() {
+    let attempts = [
+        "/v1/communities/other/retention",
+        "/v1/communities/Other/retention",
+        "/v1/communities/other/groups",
+        "/v1/communities/other/freshness",
+        "/v1/communities/acme%2F..%2Fother/retention",
+        "/v1/communities/%20other/retention",
+        "/v1/communities/other%00/retention",
+    ];
+    for uri in attempts {
+        let (status, _, body) = get(app(Arc::new(Fake::default())), uri, Some("read-acme-1"), None).await;
+        assert!(matches!(status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND), "{uri}: {status} {body}");
+        assert!(!body.contains("cohorts") && !body.contains("groups") && !body.contains("events_processed"), "{uri}");
+    }
+    // The key of "other" sees none of acme's answers either, including its groups.
+    let (status, _, _) =
+        get(app(Arc::new(Fake::default())), "/v1/communities/acme/groups", Some("read-other-1"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn dashboard_and_its_assets_are_served_from_the_binary() {
+    let resp = get_with(app(Arc::new(Fake::default())), "/", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(resp.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'self'"));
+    let html = body_text(resp).await;
+    for asset in ["/assets/echarts.min.js", "/assets/app.js", "/assets/app.css"] {
+        assert!(html.contains(asset), "{asset}");
+        let resp = get_with(app(Arc::new(Fake::default())), asset, &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{asset}");
+        assert!(resp.headers().get("etag").is_some());
+        assert!(!body_text(resp).await.is_empty());
+    }
+    let missing = get_with(app(Arc::new(Fake::default())), "/assets/../Cargo.toml", &[]).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[path = "support/openapi_check.rs"]
+mod openapi_check;
+
+#[tokio::test]
+async fn every_answer_matches_the_openapi_document() {
+    let spec = openapi_check::OpenApi::load();
+    let resp = get_with(app(Arc::new(Fake::default())), "/openapi.json", &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let served: Value = serde_json::from_str(&body_text(resp).await).unwrap();
+    assert_eq!(served["openapi"], "3.1.0");
+
+    let mut checked = std::collections::BTreeSet::new();
+    let metric = ["retention", "activation", "conversion", "referral", "churn", "engagement", "lifecycle"];
+    let mut uris: Vec<(String, &str)> = Vec::new();
+    for m in metric {
+        for q in
+            ["", "?granularity=day&group=g1", "?granularity=month&from=2023-12-01&to=2024-01-31", "?mode=membership"]
+        {
+            uris.push((format!("/v1/communities/acme/{m}{q}"), "read-acme-1"));
+        }
+        uris.push((format!("/v1/communities/acme/{m}?format=csv"), "read-acme-1"));
+        uris.push((format!("/v1/communities/acme/{m}?granularity=year"), "read-acme-1"));
+        uris.push((format!("/v1/communities/acme/{m}"), "read-other-1"));
+        uris.push((format!("/v1/communities/acme/{m}"), "nobody"));
+        uris.push((format!("/v1/communities/empty/{m}"), "read-empty-1"));
+        uris.push((format!("/v1/communities/acme/{m}?group=nope"), "read-acme-1"));
+    }
+    for p in ["freshness", "groups"] {
+        uris.push((format!("/v1/communities/acme/{p}"), "read-acme-1"));
+        uris.push((format!("/v1/communities/acme/{p}?format=csv"), "read-acme-1"));
+    }
+    uris.push(("/v1/communities/empty/freshness".into(), "read-empty-1"));
+    for (uri, key) in &uris {
+        let auth = format!("Bearer {key}");
+        let resp = get_with(app(Arc::new(Fake::default())), uri, &[("authorization", &auth)]).await;
+        let status = resp.status().as_u16();
+        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+        let body = body_text(resp).await;
+        spec.check(uri, status, &ctype, &body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+        checked.insert((spec.template_for(uri).unwrap(), status));
+    }
+    let failing = get_with(
+        app(Arc::new(Fake { fail: true, ..Fake::default() })),
+        "/v1/communities/acme/retention",
+        &[("authorization", "Bearer read-acme-1")],
+    )
+    .await;
+    let ctype = failing.headers()["content-type"].to_str().unwrap().to_owned();
+    spec.check("/v1/communities/acme/retention", 503, &ctype, &body_text(failing).await).unwrap();
+
+    // Every documented /v1 route was exercised with a 200, and the check itself can fail.
+    for t in spec.templates().into_iter().filter(|t| t.starts_with("/v1/")) {
+        assert!(checked.contains(&(t.clone(), 200)), "{t} never answered 200 here");
+    }
+    let wrong = json!({"community": "acme", "group": null, "granularity": "week", "as_of": null, "mode": "on",
+                       "cohorts": [{"cohort": "2024-13-01", "size": 1, "values": [1]}]});
+    assert!(spec.check("/v1/communities/acme/retention", 200, "application/json", &wrong.to_string()).is_err());
+    assert!(spec.check("/v1/communities/acme/retention", 418, "application/json", "{}").is_err());
+    let extra = json!({"as_of": null, "events_processed": 0, "lag_events": 0, "secret": 1});
+    assert!(spec.check("/v1/communities/acme/freshness", 200, "application/json", &extra.to_string()).is_err());
 }

@@ -92,6 +92,10 @@ pub const COMMUNITY_STATS: &str = "SELECT toUInt64(sum(events_processed)) AS n, 
      toUInt64(count()) AS partitions, min(first_day) AS first_day, max(last_day) AS last_day \
      FROM community_stats FINAL WHERE community_id = ?";
 
+/// Binds: community. Groups with any engagement row (every group with a counted event has one).
+pub const GROUPS: &str = "SELECT group_id FROM engagement WHERE community_id = ? AND group_id != '' \
+     GROUP BY group_id ORDER BY group_id";
+
 pub const CONSUMER_LAG: &str =
     "SELECT toInt64(sum(greatest(high_watermark - next_offset, 0))) AS lag FROM processor_progress FINAL";
 
@@ -216,6 +220,7 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
         }
     }
     emit("query", bind(COMMUNITY_STATS, &["demo"]));
+    emit("query", bind(GROUPS, &["demo"]));
     for (from, to) in [(false, false), (true, true)] {
         let dates: Vec<&str> =
             [from.then_some("2024-01-01"), to.then_some("2024-03-31")].into_iter().flatten().collect();
