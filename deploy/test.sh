@@ -10,6 +10,7 @@ STARTED=$(date +%s)
 
 ensure_clickhouse
 ensure_tansu
+ensure_chromium
 export TANSU_BIN
 if ! python3 -c 'import chdb' 2>/dev/null; then
     log "installing chdb-core (a current ClickHouse engine, in-process) from PyPI"

@@ -81,7 +81,7 @@ function drawRetention(data) {
   const cells = [];
   cohorts.forEach((c, row) => c.values.forEach((v, k) => cells.push([k, row, pct(v, c.size), v, c.size])));
   chart('retention').setOption(baseOption({
-    grid: { left: 96, right: 24, top: 16, bottom: 72 },
+    grid: { left: 8, right: 24, top: 16, bottom: 72, containLabel: true },
     legend: { show: false },
     tooltip: {
       trigger: 'item',
@@ -91,8 +91,9 @@ function drawRetention(data) {
       },
     },
     xAxis: { type: 'category', name: `${periodWord()}s after joining`, nameLocation: 'middle', nameGap: 28,
-             data: Array.from({ length: width }, (_, k) => '+' + k), splitArea: { show: true } },
-    yAxis: { type: 'category', inverse: true, data: cohorts.map((c) => `${c.cohort} (${fmtInt(c.size)})`) },
+             data: Array.from({ length: width }, (_, k) => '+' + k), splitArea: { show: true }, axisLabel: { interval: 0 } },
+    yAxis: { type: 'category', inverse: true, axisLabel: { interval: 0 },
+             data: cohorts.map((c) => `${c.cohort} (${fmtInt(c.size)})`) },
     visualMap: { min: 0, max: 100, calculable: false, orient: 'horizontal', left: 'center', bottom: 0,
                  itemHeight: 160, text: ['more', 'fewer'], inRange: { color: ['#f0f5ff', '#2f6fde', '#0b2a6b'] } },
     series: [{
@@ -255,7 +256,7 @@ let retentionSeq = 0;
 
 async function loadRetention(silent) {
   const seq = ++retentionSeq;
-  const query = { group: view.group, granularity: view.granularity, mode: view.mode };
+  const query = { granularity: view.granularity, group: view.group, mode: view.mode };
   $('card-retention').dataset.query = JSON.stringify(query);
   if (!silent) setCard('retention', 'loading', 'Loading…');
   try {

@@ -5,6 +5,8 @@
 //! first: `deploy/test.sh` does). ClickHouse and Tansu come from `CLICKHOUSE_SERVER_BIN` and
 //! `TANSU_BIN`, or from where `deploy/lib.sh` installs them.
 
+pub mod webdriver;
+
 use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
