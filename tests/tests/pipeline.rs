@@ -69,10 +69,19 @@ fn send_all(client: &Client, stack: &Stack, valid: &[Event], invalid: Vec<Value>
     }
 }
 
+#[path = "../../query-api/tests/support/openapi_check.rs"]
+mod openapi_check;
+
+static OPENAPI: std::sync::LazyLock<openapi_check::OpenApi> = std::sync::LazyLock::new(openapi_check::OpenApi::load);
+
+/// Every answer the test reads is also checked against the served OpenAPI document.
 fn get(client: &Client, stack: &Stack, path: &str, key: &str) -> (u16, Value) {
     let resp = client.get(format!("{}{path}", stack.query_url)).bearer_auth(key).send().unwrap();
     let status = resp.status().as_u16();
-    (status, resp.json().unwrap_or(Value::Null))
+    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let body = resp.text().unwrap();
+    OPENAPI.check(path, status, &ctype, &body).unwrap_or_else(|e| panic!("OpenAPI conformance: {e}"));
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 fn wait_processed(client: &Client, stack: &Stack, community: &str, expected: u64) {
@@ -360,4 +369,36 @@ fn pipeline_matches_reference_through_restart() {
     assert_eq!(status, 200);
     let (status, _) = get(&client, &stack, "/v1/communities/e2e/freshness", "wrong-key-123");
     assert_eq!(status, 401);
+
+    // Unknown communities and groups are 404s; the groups list is the groups the events named.
+    let mut groups: Vec<String> = events
+        .iter()
+        .filter(|e| e.community_id == "e2e")
+        .map(|e| e.group_id.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    groups.sort();
+    let (status, v) = get(&client, &stack, "/v1/communities/e2e/groups", READ_KEY);
+    assert_eq!((status, v["groups"].clone()), (200, json!(groups)));
+    let (status, v) = get(&client, &stack, "/v1/communities/nobody-here/retention", READ_KEY);
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = get(&client, &stack, "/v1/communities/e2e/activation?group=no-such-group", READ_KEY);
+    assert_eq!(status, 404, "{v}");
+
+    // CSV answers: the documented header, and the same cells as JSON.
+    for m in ["retention", "activation", "conversion", "referral", "churn", "engagement", "lifecycle", "freshness"] {
+        let path = format!("/v1/communities/e2e/{m}?format=csv");
+        let resp = client.get(format!("{}{path}", stack.query_url)).bearer_auth(READ_KEY).send().unwrap();
+        let ctype = resp.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = resp.text().unwrap();
+        OPENAPI.check(&path, 200, &ctype, &body).unwrap_or_else(|e| panic!("OpenAPI conformance: {e}"));
+    }
+
+    // Conditional requests: the tag of an unchanged answer gets a 304 without a body.
+    let url = format!("{}/v1/communities/e2e/retention?granularity=month", stack.query_url);
+    let first = client.get(&url).bearer_auth(READ_KEY).send().unwrap();
+    let tag = first.headers()["etag"].to_str().unwrap().to_owned();
+    let again = client.get(&url).bearer_auth(READ_KEY).header("if-none-match", &tag).send().unwrap();
+    assert_eq!(again.status(), 304);
 }
