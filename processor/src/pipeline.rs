@@ -43,6 +43,8 @@ pub struct Pipeline {
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
 struct Core {
     metrics: Metrics,
+    /// Per-community metric configuration (time zone, participation types) for the archive rows.
+    configs: engine::Configs,
     partitions: BTreeMap<i32, PartitionState>,
     /// Community-wide `as_of` across every partition this process owns.
     as_of: HashMap<String, i64>,
@@ -114,6 +116,7 @@ impl Pipeline {
         let dead_letters = dead_letter_producer(&cfg)?;
         let core = Core {
             metrics,
+            configs: cfg.metrics.clone(),
             partitions,
             as_of: HashMap::new(),
             pending_raw: Vec::new(),
@@ -314,7 +317,8 @@ impl Core {
         let a = self.as_of.entry(ev.community_id.clone()).or_insert(ev.ts_ms);
         *a = (*a).max(ev.ts_ms);
         if offset >= st.archived_until {
-            self.pending_raw.push(RawEventRow::new(&ev, partition, offset));
+            let config = self.configs.get(&ev.community_id);
+            self.pending_raw.push(RawEventRow::new(&ev, config, partition, offset));
         }
     }
 }

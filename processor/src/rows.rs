@@ -28,10 +28,13 @@ pub struct RawEventRow {
     pub props: String,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
+    /// Days since 1970-01-01 of the event's date in the community's time zone.
+    pub local_day: u16,
+    pub participation: u8,
 }
 
 impl RawEventRow {
-    pub fn new(e: &schemas::Event, partition: i32, offset: i64) -> Self {
+    pub fn new(e: &schemas::Event, config: &engine::CommunityConfig, partition: i32, offset: i64) -> Self {
         RawEventRow {
             community_id: e.community_id.clone(),
             event_id: e.event_id.clone(),
@@ -44,6 +47,8 @@ impl RawEventRow {
             props: serde_json::Value::Object(e.props.clone()).to_string(),
             kafka_partition: partition,
             kafka_offset: offset,
+            local_day: engine::period::local_day(e.ts_ms, config.timezone).clamp(0, u16::MAX as i32) as u16,
+            participation: (!e.is_bot && config.participation_types.contains(&e.event_type)) as u8,
         }
     }
 }

@@ -28,6 +28,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../clickhouse/0003_engagement_lifecycle.sql"),
     },
     Migration { version: 4, name: "churn", sql: include_str!("../clickhouse/0004_churn.sql") },
+    Migration { version: 5, name: "analyst_views", sql: include_str!("../clickhouse/0005_analyst_views.sql") },
 ];
 
 /// `(table, column)` when `statement` is `ALTER TABLE db.table ADD COLUMN column ...`: the runner

@@ -92,6 +92,9 @@ pub const COMMUNITY_STATS: &str = "SELECT toUInt64(sum(events_processed)) AS n, 
      toUInt64(count()) AS partitions, min(first_day) AS first_day, max(last_day) AS last_day \
      FROM community_stats FINAL WHERE community_id = ?";
 
+/// The views of migration 5, for analysts (docs/analyst.md).
+pub const ANALYST_VIEWS: [&str; 2] = ["weekly_retention_by_invite", "group_activation"];
+
 /// Binds: community. Groups with any engagement row (every group with a counted event has one).
 pub const GROUPS: &str = "SELECT group_id FROM engagement WHERE community_id = ? AND group_id != '' \
      GROUP BY group_id ORDER BY group_id";
@@ -221,6 +224,9 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     }
     emit("query", bind(COMMUNITY_STATS, &["demo"]));
     emit("query", bind(GROUPS, &["demo"]));
+    for view in ANALYST_VIEWS {
+        emit("query", format!("SELECT * FROM {view}"));
+    }
     for (from, to) in [(false, false), (true, true)] {
         let dates: Vec<&str> =
             [from.then_some("2024-01-01"), to.then_some("2024-03-31")].into_iter().flatten().collect();

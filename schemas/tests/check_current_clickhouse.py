@@ -13,7 +13,7 @@ from chdb import session
 db = sys.argv[1] if len(sys.argv) > 1 else "engagement"
 statements = [json.loads(line) for line in sys.stdin if line.strip()]
 samples = [
-    f"INSERT INTO {db}.events_raw VALUES ('demo','e1','message_posted','g1','m1',1704067200000,'qq',0,'{{}}',0,0)",
+    f"INSERT INTO {db}.events_raw VALUES ('demo','e1','message_posted','g1','m1',1704067200000,'qq',0,'{{}}',0,0,'2024-01-01',1)",
     f"INSERT INTO {db}.cohorts VALUES ('demo','','week','2024-01-01',0,3,1)",
     f"INSERT INTO {db}.retention VALUES ('demo','g1','month','on_or_after','2024-01-01',0,'2024-01-01',0,2,1)",
     f"INSERT INTO {db}.member_facts (community_id, group_id, member_id, partition, join_ms, cohort_day, cohort_week, "
@@ -45,17 +45,18 @@ with tempfile.TemporaryDirectory() as tmp:
             failed += 1
             if failed <= 5:
                 print(f"FAILED: {sql}\n  {str(e)[:400]}")
-    # The analyst queries of docs/metrics.md, as written.
+    # The analyst queries of docs/metrics.md and docs/analyst.md, as written.
     import pathlib, re
-    docs = pathlib.Path(__file__).resolve().parents[2] / "docs" / "metrics.md"
-    doc_queries = re.findall(r"```sql\n(.*?)```", docs.read_text(), re.S)
+    docs_dir = pathlib.Path(__file__).resolve().parents[2] / "docs"
+    doc_queries = [q for name in ("metrics.md", "analyst.md")
+                   for q in re.findall(r"```sql\n(.*?)```", (docs_dir / name).read_text(), re.S)]
     for sql in doc_queries:
         try:
             s.query(sql, "TSV")
             passed += 1
         except Exception as e:  # noqa: BLE001
             failed += 1
-            print(f"FAILED (docs/metrics.md): {sql}\n  {str(e)[:400]}")
+            print(f"FAILED (docs): {sql}\n  {str(e)[:400]}")
     version = s.query("SELECT version()", "TSV").data().strip()
     print(f"chdb (ClickHouse {version}): {len(ddl)} DDL statements, {len(samples)} inserts, {len(queries)} queries, {len(doc_queries)} docs queries")
 if len(statements) < 10:

@@ -354,13 +354,16 @@ fn pipeline_matches_reference_through_restart() {
         }
     }
 
-    // The analyst queries in docs/metrics.md run as written.
-    let docs = std::fs::read_to_string(e2e_tests::repo_root().join("docs/metrics.md")).unwrap();
-    let blocks: Vec<&str> = docs.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert!(blocks.len() >= 3);
-    for q in blocks {
-        stack.sql(q).unwrap_or_else(|e| panic!("docs query failed: {q}\n{e}"));
+    // The analyst queries in docs/metrics.md and docs/analyst.md run as written.
+    for name in ["docs/metrics.md", "docs/analyst.md"] {
+        let docs = std::fs::read_to_string(e2e_tests::repo_root().join(name)).unwrap();
+        let blocks: Vec<&str> = docs.split("```sql\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
+        assert!(blocks.len() >= 3, "{name}");
+        for q in blocks {
+            stack.sql(q).unwrap_or_else(|e| panic!("{name} query failed: {q}\n{e}"));
+        }
     }
+    check_analyst_views(&client, &stack, &events);
 
     // Read keys never cross tenants.
     let (status, v) = get(&client, &stack, "/v1/communities/e2e/retention", OTHER_READ_KEY);
@@ -401,4 +404,61 @@ fn pipeline_matches_reference_through_restart() {
     let tag = first.headers()["etag"].to_str().unwrap().to_owned();
     let again = client.get(&url).bearer_auth(READ_KEY).header("if-none-match", &tag).send().unwrap();
     assert_eq!(again.status(), 304);
+}
+
+/// The analyst views agree with the exact tables behind the API: weekly retention by invite,
+/// summed over `invited`, is the community's weekly "on" retention, and its cohort sizes split
+/// as `referred` says; group activation counts are the group cohorts' sizes and activations.
+fn check_analyst_views(client: &Client, stack: &Stack, events: &[Event]) {
+    let rows = stack
+        .sql(
+            "SELECT toString(cohort_week), invited, period_offset, cohort_members, retained_members \
+             FROM weekly_retention_by_invite WHERE community_id = 'e2e' FORMAT TSV",
+        )
+        .unwrap();
+    let (_, retention) = get(client, stack, "/v1/communities/e2e/retention?granularity=week&mode=on", READ_KEY);
+    let (_, referral) = get(client, stack, "/v1/communities/e2e/referral?granularity=week", READ_KEY);
+    let size_split: std::collections::HashMap<(String, u64), u64> = referral["cohorts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            let (cohort, size, referred) = (
+                c["cohort"].as_str().unwrap().to_owned(),
+                c["size"].as_u64().unwrap(),
+                c["referred"].as_u64().unwrap(),
+            );
+            [((cohort.clone(), 1), referred), ((cohort, 0), size - referred)]
+        })
+        .collect();
+    let mut retained: std::collections::BTreeMap<(String, usize), u64> = Default::default();
+    for line in rows.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let (cohort, invited, offset) = (f[0].to_owned(), f[1].parse::<u64>().unwrap(), f[2].parse::<usize>().unwrap());
+        assert_eq!(f[3].parse::<u64>().unwrap(), size_split[&(cohort.clone(), invited)], "{line}");
+        *retained.entry((cohort, offset)).or_default() += f[4].parse::<u64>().unwrap();
+    }
+    let mut expected: std::collections::BTreeMap<(String, usize), u64> = Default::default();
+    for c in retention["cohorts"].as_array().unwrap() {
+        for (k, v) in c["values"].as_array().unwrap().iter().enumerate() {
+            expected.insert((c["cohort"].as_str().unwrap().to_owned(), k), v.as_u64().unwrap());
+        }
+    }
+    assert!(expected.len() > 20);
+    assert_eq!(retained, expected, "weekly_retention_by_invite summed over invited = weekly \"on\" retention");
+
+    let groups: HashSet<&str> =
+        events.iter().filter(|e| e.community_id == "e2e").map(|e| e.group_id.as_str()).collect();
+    for g in groups {
+        let (_, act) =
+            get(client, stack, &format!("/v1/communities/e2e/activation?granularity=month&group={g}"), READ_KEY);
+        let sum = |k: &str| act["cohorts"].as_array().unwrap().iter().map(|c| c[k].as_u64().unwrap()).sum::<u64>();
+        let row = stack
+            .sql(&format!(
+                "SELECT new_members, activated_members FROM group_activation \
+                 WHERE community_id = 'e2e' AND group_id = '{g}' FORMAT TSV"
+            ))
+            .unwrap();
+        assert_eq!(row.trim(), format!("{}\t{}", sum("size"), sum("activated")), "group {g}");
+    }
 }
