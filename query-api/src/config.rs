@@ -13,6 +13,10 @@ pub struct QueryConfig {
     pub retry_after_secs: u64,
     /// `Cache-Control: private, max-age=N` on answers; dashboards revalidate with `ETag` after.
     pub cache_max_age_secs: u64,
+    /// How long a computed metric answer is reused for every request of the same URL (0: off).
+    pub response_cache_ms: u64,
+    /// Most URLs kept in the response cache at once.
+    pub response_cache_entries: usize,
 }
 
 impl Default for QueryConfig {
@@ -23,6 +27,8 @@ impl Default for QueryConfig {
             read_keys: Vec::new(),
             retry_after_secs: 2,
             cache_max_age_secs: 5,
+            response_cache_ms: 1000,
+            response_cache_entries: 10_000,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod params;
+pub mod response_cache;
 pub mod routes;
 pub mod source;
 

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         });
     }
     let listen = config.listen;
-    let state = Arc::new(AppState { config, source, metrics });
+    let state = Arc::new(AppState::new(config, source, metrics));
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "query-api listening");
     axum::serve(listener, router(state, readiness)).with_graceful_shutdown(common::http::shutdown_signal()).await?;

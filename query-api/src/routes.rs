@@ -4,6 +4,7 @@ use crate::config::QueryConfig;
 use crate::csv::write_row;
 use crate::metrics::Metrics;
 use crate::params::{Format, RawParams, Selection};
+use crate::response_cache::ResponseCache;
 use crate::source::{Freshness, Source};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap};
@@ -21,11 +22,23 @@ pub struct AppState {
     pub config: QueryConfig,
     pub source: Arc<dyn Source>,
     pub metrics: Metrics,
+    pub response_cache: ResponseCache,
+}
+
+impl AppState {
+    pub fn new(config: QueryConfig, source: Arc<dyn Source>, metrics: Metrics) -> Self {
+        let response_cache = ResponseCache::new(
+            std::time::Duration::from_millis(config.response_cache_ms),
+            config.response_cache_entries.max(1),
+        );
+        AppState { config, source, metrics, response_cache }
+    }
 }
 
 pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     let ops = common::http::ops_routes(state.metrics.registry.clone(), readiness);
-    Router::new()
+    // Metric answers go through the response cache; freshness (what callers wait on) does not.
+    let metrics = Router::new()
         .route("/v1/communities/{community}/retention", get(retention))
         .route("/v1/communities/{community}/activation", get(activation))
         .route("/v1/communities/{community}/conversion", get(conversion))
@@ -33,8 +46,11 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .route("/v1/communities/{community}/engagement", get(engagement))
         .route("/v1/communities/{community}/lifecycle", get(lifecycle))
         .route("/v1/communities/{community}/churn", get(churn))
-        .route("/v1/communities/{community}/freshness", get(freshness))
         .route("/v1/communities/{community}/groups", get(groups))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::response_cache::cached));
+    Router::new()
+        .merge(metrics)
+        .route("/v1/communities/{community}/freshness", get(freshness))
         .route("/openapi.json", get(openapi))
         .merge(crate::dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::caching::conditional))
@@ -57,7 +73,7 @@ async fn record_latency(State(state): State<Arc<AppState>>, req: Request, next: 
 
 /// The read key must be known (401) and bound to the community in the path (403). The answer
 /// is the same whether or not the community exists, so a key learns nothing of other tenants.
-fn authorize(state: &AppState, headers: &HeaderMap, community: &str) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap, community: &str) -> Result<(), ApiError> {
     let token = common::auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))
         .ok_or_else(|| ApiError::unauthorized("Authorization: a read key is required (Authorization: Bearer <key>)"))?;
     let binding = common::auth::find_key(&state.config.read_keys, token)

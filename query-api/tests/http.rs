@@ -116,7 +116,7 @@ fn app(fake: Arc<Fake>) -> axum::Router {
         ],
         ..QueryConfig::default()
     };
-    let state = Arc::new(AppState { config, source: fake, metrics: Metrics::new().unwrap() });
+    let state = Arc::new(AppState::new(config, fake, Metrics::new().unwrap()));
     router(state, Readiness::default())
 }
 
@@ -536,4 +536,53 @@ async fn every_answer_matches_the_openapi_document() {
     assert!(spec.check("/v1/communities/acme/retention", 418, "application/json", "{}").is_err());
     let extra = json!({"as_of": null, "events_processed": 0, "lag_events": 0, "secret": 1});
     assert!(spec.check("/v1/communities/acme/freshness", 200, "application/json", &extra.to_string()).is_err());
+}
+
+#[tokio::test]
+async fn concurrent_and_repeated_requests_share_one_computation_but_never_skip_the_key_check() {
+    let fake = Arc::new(Fake::default());
+    let app = app(fake.clone());
+    let uri = "/v1/communities/acme/retention?granularity=week";
+    let requests = (0..20).map(|_| get(app.clone(), uri, Some("read-acme-1"), None));
+    let answers = futures::future::join_all(requests).await;
+    assert!(answers.iter().all(|(s, _, b)| *s == StatusCode::OK && b == &answers[0].2));
+    assert_eq!(fake.seen.lock().unwrap().len(), 1, "one computation for 20 requests");
+
+    // A cached answer is still refused to a foreign or missing key.
+    let (status, _, body) = get(app.clone(), uri, Some("read-other-1"), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, _) = get(app.clone(), uri, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // Other parameters or CSV by header are other answers.
+    let (_, _, csv) = get(app.clone(), uri, Some("read-acme-1"), Some("text/csv")).await;
+    assert!(csv.starts_with("cohort,size,period_offset,value"), "{csv}");
+    get(app.clone(), "/v1/communities/acme/retention?granularity=day", Some("read-acme-1"), None).await;
+    assert_eq!(fake.seen.lock().unwrap().len(), 3);
+
+    let metrics = get(app.clone(), "/metrics", None, None).await.2;
+    assert!(metrics.contains("query_response_cache_total{result=\"hit\"} 19"), "{metrics}");
+}
+
+#[tokio::test]
+async fn failures_are_not_cached_and_a_zero_ttl_turns_the_cache_off() {
+    let fake = Arc::new(Fake { fail: true, ..Fake::default() });
+    let app = app(fake.clone());
+    for _ in 0..2 {
+        let (status, _, _) = get(app.clone(), "/v1/communities/acme/retention", Some("read-acme-1"), None).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(fake.seen.lock().unwrap().len(), 2, "each failed request asked the store again");
+
+    let fake = Arc::new(Fake::default());
+    let config = QueryConfig {
+        read_keys: vec![KeyBinding { key: Secret::new("read-acme-1"), communities: vec!["acme".into()] }],
+        response_cache_ms: 0,
+        ..QueryConfig::default()
+    };
+    let app = router(Arc::new(AppState::new(config, fake.clone(), Metrics::new().unwrap())), Readiness::default());
+    for _ in 0..2 {
+        get(app.clone(), "/v1/communities/acme/retention", Some("read-acme-1"), None).await;
+    }
+    assert_eq!(fake.seen.lock().unwrap().len(), 2);
 }
