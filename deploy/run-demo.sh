@@ -113,6 +113,9 @@ cat <<EOF2
 
 Pipeline running. Read key: demo-read-key (write key for $INGEST_PORT: demo-write-key)
 
+  Dashboard (enter the read key): http://127.0.0.1:$QUERY_PORT/#community=demo
+  API description: http://127.0.0.1:$QUERY_PORT/openapi.json
+
   Weekly retention (community scope):
     curl -H 'Authorization: Bearer demo-read-key' '$Q/retention?granularity=week&mode=on'
   Monthly membership retention of group g1, as CSV:

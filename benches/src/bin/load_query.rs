@@ -8,7 +8,6 @@
 
 use anyhow::{bail, Result};
 use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
