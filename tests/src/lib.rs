@@ -5,6 +5,7 @@
 //! first: `deploy/test.sh` does). ClickHouse and Tansu come from `CLICKHOUSE_SERVER_BIN` and
 //! `TANSU_BIN`, or from where `deploy/lib.sh` installs them.
 
+pub mod compare;
 pub mod webdriver;
 
 use anyhow::{bail, Context, Result};
@@ -270,6 +271,16 @@ impl Stack {
         self.procs.push(Proc::spawn(&format!("processor-{n}"), &mut cmd, &log)?);
         let url = format!("{}/healthz", self.processor_url);
         wait_for("processor up", Duration::from_secs(60), || http_ok(&url))
+    }
+
+    /// A command for one of the workspace's tools (`reconcile`, `archive`) with the processor's
+    /// configuration in its environment: ClickHouse, Kafka and the metric parameters.
+    pub fn tool(&self, name: &str) -> Result<Command> {
+        let mut cmd = Command::new(service_bin(name)?);
+        for (k, v) in &self.processor_env {
+            cmd.env(k, v);
+        }
+        Ok(cmd)
     }
 
     /// SIGKILLs the running processor.

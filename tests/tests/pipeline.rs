@@ -108,188 +108,7 @@ fn params() -> reference::Params {
 }
 
 fn compare_with_reference(client: &Client, stack: &Stack, events: &[Event]) -> usize {
-    let r = reference::compute(events, "e2e", &params());
-    let as_of = schemas::event::format_ts(r.as_of_ms.unwrap());
-    let mut scopes: Vec<String> =
-        events.iter().map(|e| e.group_id.clone()).collect::<HashSet<_>>().into_iter().collect();
-    scopes.sort();
-    scopes.insert(0, String::new());
-    let mut cells = 0;
-    for scope in &scopes {
-        let group_param = if scope.is_empty() { String::new() } else { format!("&group={scope}") };
-        let (status, v) = get(client, stack, &format!("/v1/communities/e2e/engagement?x=1{group_param}"), READ_KEY);
-        assert_eq!(status, 200, "{v}");
-        let got: Vec<(String, Vec<u64>)> = v["days"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| {
-                let values = [
-                    "dau",
-                    "wau",
-                    "mau",
-                    "messages",
-                    "reactions",
-                    "checkins",
-                    "joins",
-                    "new_members",
-                    "leaves",
-                    "members",
-                ]
-                .iter()
-                .map(|k| d[*k].as_u64().unwrap())
-                .collect();
-                (d["day"].as_str().unwrap().to_owned(), values)
-            })
-            .collect();
-        let want: Vec<(String, Vec<u64>)> = r
-            .engagement
-            .iter()
-            .filter(|((s, _), _)| s == scope)
-            .map(|((_, d), v)| (d.to_string(), v.to_vec()))
-            .collect();
-        assert!(want.len() > 50);
-        assert_eq!(got, want, "engagement scope={scope:?}");
-        cells += want.len() * 10;
-        for g in reference::GRANULARITIES {
-            let path = format!("/v1/communities/e2e/lifecycle?granularity={g}{group_param}");
-            let (status, v) = get(client, stack, &path, READ_KEY);
-            assert_eq!(status, 200, "{v}");
-            let got: Vec<(String, Vec<u64>)> = v["periods"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| {
-                    let values = ["new", "returning", "resurrecting", "dormant"]
-                        .iter()
-                        .map(|k| p[*k].as_u64().unwrap())
-                        .collect();
-                    (p["period"].as_str().unwrap().to_owned(), values)
-                })
-                .collect();
-            let want: Vec<(String, Vec<u64>)> = r
-                .lifecycle
-                .iter()
-                .filter(|((s, gg, _), _)| s == scope && gg == g)
-                .map(|((_, _, p), v)| (p.to_string(), v.to_vec()))
-                .collect();
-            assert_eq!(got, want, "lifecycle scope={scope:?} {g}");
-            cells += want.len() * 4;
-            let (status, v) =
-                get(client, stack, &format!("/v1/communities/e2e/churn?granularity={g}{group_param}"), READ_KEY);
-            assert_eq!(status, 200, "{v}");
-            let got: Vec<Value> = v["periods"].as_array().unwrap().clone();
-            let want: Vec<Value> = r
-                .churn
-                .iter()
-                .filter(|((s, gg, _), _)| s == scope && gg == g)
-                .map(|((_, _, p), v)| {
-                    let rate = (v[0] > 0).then(|| v[1] as f64 / v[0] as f64);
-                    json!({"period": p.to_string(), "members_start": v[0], "left": v[2], "removed": v[3],
-                           "inactive": v[4], "churn_rate": rate})
-                })
-                .collect();
-            assert_eq!(got, want, "churn scope={scope:?} {g}");
-            cells += want.len() * 5;
-        }
-        for g in reference::GRANULARITIES {
-            for mode in reference::MODES {
-                let (status, v) = get(
-                    client,
-                    stack,
-                    &format!("/v1/communities/e2e/retention?granularity={g}&mode={mode}{group_param}"),
-                    READ_KEY,
-                );
-                assert_eq!(status, 200, "{v}");
-                assert_eq!(v["as_of"], as_of);
-                let got: Vec<(String, u64, Vec<u64>)> = v["cohorts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| {
-                        let values = c["values"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
-                        (c["cohort"].as_str().unwrap().to_owned(), c["size"].as_u64().unwrap(), values)
-                    })
-                    .collect();
-                let want: Vec<(String, u64, Vec<u64>)> = r
-                    .retention
-                    .iter()
-                    .filter(|((s, gg, m, _), _)| s == scope && gg == g && m == mode)
-                    .map(|((_, _, _, c), values)| {
-                        (c.to_string(), r.sizes[&(scope.clone(), g.to_string(), *c)], values.clone())
-                    })
-                    .collect();
-                assert!(!want.is_empty());
-                assert_eq!(got, want, "retention scope={scope:?} {g} {mode}");
-                cells += want.iter().map(|w| w.2.len()).sum::<usize>();
-            }
-            let (status, v) =
-                get(client, stack, &format!("/v1/communities/e2e/activation?granularity={g}{group_param}"), READ_KEY);
-            assert_eq!(status, 200, "{v}");
-            let got = v["cohorts"].as_array().unwrap();
-            let want: Vec<_> = r.activation.iter().filter(|((s, gg, _), _)| s == scope && gg == g).collect();
-            assert_eq!(got.len(), want.len(), "activation cohorts scope={scope:?} {g}");
-            for (c, ((_, _, cohort), w)) in got.iter().zip(want) {
-                let ctx = format!("activation scope={scope:?} {g} {cohort}");
-                assert_eq!(c["cohort"], cohort.to_string(), "{ctx}");
-                assert_eq!(c["size"], w.size, "{ctx}");
-                assert_eq!(c["activated"], w.activated, "{ctx}");
-                assert_eq!(c["median_hours_to_activate"].as_f64(), w.median_hours_to_activate, "{ctx}");
-                assert_eq!(c["complete"], w.complete, "{ctx}");
-                cells += 4;
-            }
-            let (status, v) =
-                get(client, stack, &format!("/v1/communities/e2e/conversion?granularity={g}{group_param}"), READ_KEY);
-            assert_eq!(status, 200, "{v}");
-            let got = v["cohorts"].as_array().unwrap();
-            let want: Vec<_> = r.conversion.iter().filter(|((s, gg, _), _)| s == scope && gg == g).collect();
-            assert_eq!(got.len(), want.len(), "conversion cohorts scope={scope:?} {g}");
-            for (c, ((_, _, cohort), w)) in got.iter().zip(want) {
-                let got_row = (
-                    c["cohort"].as_str().unwrap().to_owned(),
-                    c["size"].as_u64().unwrap(),
-                    c["converted"].as_u64().unwrap(),
-                    c["value"].as_f64().unwrap(),
-                    c["activated"].as_u64().unwrap(),
-                    c["activated_then_converted"].as_u64().unwrap(),
-                    c["complete"].as_bool().unwrap(),
-                );
-                let want_row = (
-                    cohort.to_string(),
-                    w.size,
-                    w.converted,
-                    w.value,
-                    w.activated,
-                    w.activated_then_converted,
-                    w.complete,
-                );
-                assert_eq!(got_row, want_row, "conversion scope={scope:?} {g}");
-                cells += 6;
-            }
-            let (status, v) =
-                get(client, stack, &format!("/v1/communities/e2e/referral?granularity={g}{group_param}"), READ_KEY);
-            assert_eq!(status, 200, "{v}");
-            let got = v["cohorts"].as_array().unwrap();
-            let want: Vec<_> = r.referral.iter().filter(|((s, gg, _), _)| s == scope && gg == g).collect();
-            assert_eq!(got.len(), want.len(), "referral cohorts scope={scope:?} {g}");
-            for (c, ((_, _, cohort), w)) in got.iter().zip(want) {
-                let got_row = (
-                    c["cohort"].as_str().unwrap().to_owned(),
-                    c["size"].as_u64().unwrap(),
-                    c["referred"].as_u64().unwrap(),
-                    c["invited"].as_u64().unwrap(),
-                    c["k_factor"].as_f64().unwrap(),
-                );
-                assert_eq!(
-                    got_row,
-                    (cohort.to_string(), w.size, w.referred, w.invited, w.k_factor),
-                    "referral scope={scope:?} {g}"
-                );
-                cells += 4;
-            }
-        }
-    }
-    cells
+    e2e_tests::compare::all_endpoints(&mut |path: &str| get(client, stack, path, READ_KEY), events, "e2e", &params())
 }
 
 #[test]
@@ -404,6 +223,42 @@ fn pipeline_matches_reference_through_restart() {
     let tag = first.headers()["etag"].to_str().unwrap().to_owned();
     let again = client.get(&url).bearer_auth(READ_KEY).header("if-none-match", &tag).send().unwrap();
     assert_eq!(again.status(), 304);
+
+    reconcile_agrees_then_catches_a_wrong_cell(&stack);
+}
+
+/// `reconcile` (the polars batch recomputation from the archive) finds no difference with the
+/// stored tables; after one stored cell is overwritten with a wrong value it names that cell and
+/// exits with status 1.
+fn reconcile_agrees_then_catches_a_wrong_cell(stack: &Stack) {
+    let run = || {
+        let out =
+            stack.tool("reconcile").unwrap().args(["--community", "e2e", "--community", "e2e-other"]).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = run();
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("e2e: ") && stdout.contains(" 0 differences"), "{stdout}");
+    println!("{stdout}");
+
+    let cohort = stack
+        .sql("SELECT toString(min(cohort)) FROM retention WHERE community_id = 'e2e' AND group_id = '' AND granularity = 'week'")
+        .unwrap();
+    let cohort = cohort.trim();
+    stack
+        .sql(&format!(
+            "INSERT INTO retention (community_id, group_id, granularity, mode, cohort, period_offset, period, partition, members, version) \
+             VALUES ('e2e', '', 'week', 'on', '{cohort}', 1, '{cohort}', 0, 99999, 4000000000)"
+        ))
+        .unwrap();
+    let (code, stdout, _) = run();
+    assert_eq!(code, Some(1), "{stdout}");
+    let cell = format!("retention scope=(community) granularity=week mode=on cohort={cohort} k=1: clickhouse");
+    assert!(stdout.contains(&cell), "{stdout}");
 }
 
 /// The analyst views agree with the exact tables behind the API: weekly retention by invite,
