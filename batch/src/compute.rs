@@ -33,8 +33,11 @@ fn explode(lf: LazyFrame, column: &str) -> LazyFrame {
     lf.explode(cols([column]), ExplodeOptions { empty_as_null: false, keep_nulls: false })
 }
 
-/// Rows of `lf` as (string columns, integer columns); integers are read as i64, nulls as None.
-fn rows(lf: LazyFrame, strs: &[&str], ints: &[&str]) -> Result<Vec<(Vec<String>, Vec<Option<i64>>)>, BatchError> {
+/// One collected row: its string columns, then its integer columns (nulls as `None`).
+type Row = (Vec<String>, Vec<Option<i64>>);
+
+/// Rows of `lf`, string columns `strs` and integer columns `ints` (read as i64).
+fn rows(lf: LazyFrame, strs: &[&str], ints: &[&str]) -> Result<Vec<Row>, BatchError> {
     let df = lf.collect()?;
     let mut s_cols = Vec::new();
     for s in strs {
@@ -136,7 +139,7 @@ fn per_scope_period(lf: LazyFrame, p: &str) -> LazyFrame {
 
 pub fn compute(df: DataFrame, b: Bounds, cfg: &CommunityConfig) -> Result<Tables, BatchError> {
     let tz = cfg.timezone;
-    let (first_day, last_day) = (frame::local_day(b.first_ms, tz), frame::local_day(b.as_of_ms, tz));
+    let last_day = frame::local_day(b.as_of_ms, tz);
     let ev = df.lazy();
     let joins = joined(&ev);
     let trans = transitions(&ev)?;
@@ -182,7 +185,6 @@ pub fn compute(df: DataFrame, b: Bounds, cfg: &CommunityConfig) -> Result<Tables
     for (g, c) in PERIOD_COLUMNS {
         let cohort = format!("c_{c}");
         let last = last_of(c);
-        let first = frame::period_index(first_day, c);
         let date = |p: i64| frame::period_date(p as i32, c);
 
         // Cohort sizes and retention "on", "on or after", "membership".
@@ -359,11 +361,10 @@ pub fn compute(df: DataFrame, b: Bounds, cfg: &CommunityConfig) -> Result<Tables
             t.put(key::period("churn", &s[0], g, p, "left"), Cell::Count(count(v[1])));
             t.put(key::period("churn", &s[0], g, p, "removed"), Cell::Count(count(v[2])));
         }
-        let _ = first;
     }
 
     inactivity(&mut t, &joins, &participation_after_join, &trans, b, cfg)?;
-    engagement(&mut t, &ev, &joins, &trans, first_day, last_day, cfg)?;
+    engagement(&mut t, &ev, &joins, &trans, last_day, cfg)?;
     Ok(t)
 }
 
@@ -424,7 +425,6 @@ fn engagement(
     ev: &LazyFrame,
     joins: &LazyFrame,
     trans: &LazyFrame,
-    first_day: i32,
     last_day: i32,
     cfg: &CommunityConfig,
 ) -> Result<(), BatchError> {
@@ -483,6 +483,5 @@ fn engagement(
             Cell::Count(count(v[1])),
         );
     }
-    let _ = first_day;
     Ok(())
 }

@@ -39,8 +39,11 @@ fn twenty_sigkills_during_load_lose_nothing_and_count_nothing_twice() {
     let loader = {
         let client = client.clone();
         std::thread::spawn(move || {
+            // Paced to last longer than the kills (some 20 s), so that they land during the load.
+            let chunks = sent.len().div_ceil(100);
+            let pause = 25_000 / chunks as u64;
             let mut rng = ChaCha8Rng::seed_from_u64(21);
-            for chunk in sent.chunks(250) {
+            for chunk in sent.chunks(100) {
                 let body: String = chunk.iter().map(|v| v.to_string() + "\n").collect();
                 let resp = client
                     .post(format!("{ingest}/v1/events"))
@@ -50,16 +53,19 @@ fn twenty_sigkills_during_load_lose_nothing_and_count_nothing_twice() {
                     .send()
                     .unwrap();
                 assert_eq!(resp.status(), 200);
-                std::thread::sleep(Duration::from_millis(rng.random_range(20..120)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(pause / 2..pause * 3 / 2 + 1)));
             }
         })
     };
+    let mut during_load = 0;
     for _ in 0..KILLS {
         std::thread::sleep(Duration::from_millis(rng.random_range(50..1200)));
+        during_load += !loader.is_finished() as usize;
         stack.kill_processor();
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
         stack.start_processor().unwrap();
     }
+    assert!(during_load >= KILLS / 2, "only {during_load} kills landed while events were coming in");
     loader.join().unwrap();
 
     let expected = events.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
@@ -76,7 +82,7 @@ fn twenty_sigkills_during_load_lose_nothing_and_count_nothing_twice() {
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     };
     let cells = e2e_tests::compare::all_endpoints(&mut get, &events, "e2e", &reference::Params::default());
-    println!("{KILLS} SIGKILLs: {cells} cells equal to the reference");
+    println!("{KILLS} SIGKILLs ({during_load} during the load): {cells} cells equal to the reference");
     assert!(cells > 10_000);
     let archived = stack.sql("SELECT count() FROM events_raw FINAL WHERE community_id = 'e2e'").unwrap();
     assert_eq!(archived.trim().parse::<u64>().unwrap(), expected);
