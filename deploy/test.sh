@@ -21,8 +21,10 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-log "building the service binaries the end-to-end test starts"
-cargo build --workspace --bins --quiet
+log "building the service binaries the end-to-end test starts (and every test)"
+# All targets at once: with the tests' dev-dependencies in the feature resolution, so that the
+# test step below reuses this build instead of compiling polars a second time.
+cargo build --workspace --all-targets --quiet
 log "every ClickHouse statement on a current ClickHouse (chdb)"
 cargo run --quiet -p schemas --example sql_catalog -- engagement_check | python3 schemas/tests/check_current_clickhouse.py engagement_check
 log "cargo test (unit, property, HTTP and end-to-end tests)"

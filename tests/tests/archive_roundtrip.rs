@@ -62,6 +62,10 @@ fn export_then_import_reproduces_the_archive_and_the_tables() {
     let months = std::fs::read_dir(dir.join("community=e2e")).unwrap().count();
     assert!(months >= 3, "one file per month: {out}");
 
+    // The polars recomputation from the Parquet files agrees with the stored tables.
+    let out = run(source.tool("reconcile").unwrap().args(["--parquet", dir.to_str().unwrap()]));
+    assert!(out.contains(&format!("e2e: {distinct} events")) && out.contains(" 0 differences"), "{out}");
+
     let target = Stack::start("archive-b", 3).unwrap();
     let started = Instant::now();
     let out = run(target.tool("archive").unwrap().args([
