@@ -60,6 +60,7 @@ start_tansu "$DEMO/tansu" "$KAFKA_PORT"
 export INGEST_LISTEN="127.0.0.1:$INGEST_PORT" INGEST_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
 export PROCESSOR_LISTEN="127.0.0.1:$PROCESSOR_PORT" PROCESSOR_KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT"
 export PROCESSOR_CLICKHOUSE__URL="http://127.0.0.1:$CH_PORT" QUERY_CLICKHOUSE__URL="http://127.0.0.1:$CH_PORT"
+export PROCESSOR_CHECKPOINT__DIR="$DEMO/checkpoints"
 export QUERY_LISTEN="127.0.0.1:$QUERY_PORT"
 log "starting ingest, processor and query-api"
 "$BIN/ingest" --config "$ROOT/deploy/demo/ingest.toml" >"$DEMO/ingest.log" 2>&1 & PIDS+=($!)

@@ -6,6 +6,7 @@ use crate::config::CommunityConfig;
 use crate::contribution::{ScopeView, OPEN};
 use crate::period::{local_day, period_of_day, Granularity};
 use schemas::EventType;
+use serde::{Deserialize, Serialize};
 
 /// Engagement series, in the column order of the `engagement` table.
 pub const ENGAGEMENT: [&str; 10] =
@@ -19,7 +20,7 @@ pub const CHURN: [&str; 5] = ["members_start", "churned", "left", "removed", "in
 pub const UNGATED: i64 = i64::MIN;
 
 /// A term of a series: `value` on every period in `[start, end)` (`end == OPEN`: up to `as_of`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Term {
     pub series: u8,
     pub start: i32,
@@ -29,7 +30,7 @@ pub struct Term {
     pub gate: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Activity {
     /// Terms over local days.
     pub engagement: Vec<Term>,

@@ -5,9 +5,10 @@
 use crate::config::CommunityConfig;
 use crate::history::GroupHistory;
 use crate::period::{period_of_ts, period_start_ms, Granularity};
+use serde::{Deserialize, Serialize};
 
 /// Per granularity: the cohort and the offsets at which the member counts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GranContribution {
     pub cohort: i32,
     /// Sorted distinct offsets `k` with a participation event (`ts >= j`) in period `cohort + k`.
@@ -19,7 +20,7 @@ pub struct GranContribution {
 
 pub const OPEN: i32 = i32::MAX;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeContribution {
     pub join_ms: i64,
     /// Milliseconds from the join to the activating event, when activated.
@@ -33,7 +34,7 @@ pub struct ScopeContribution {
 }
 
 /// Conversions in `[j, j + conversion window)`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Conversion {
     pub first_ms: Option<i64>,
     /// Sum of `props.value` of those conversions, in millionths (exact integer sums).

@@ -10,18 +10,52 @@ use crate::output::{
 };
 use crate::period::{period_of_ts, period_start_date, Granularity};
 use schemas::{Event, EventType};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-/// `""` is the community scope; anything else is a group id.
-type Scope = Arc<str>;
+/// `""` is the community scope; anything else is a group id. Shared by every member of the group
+/// (interned per community), and saved in checkpoints as the plain string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Scope(Arc<str>);
+
+impl From<&str> for Scope {
+    fn from(s: &str) -> Self {
+        Scope(Arc::from(s))
+    }
+}
+
+impl std::ops::Deref for Scope {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Scope::from(String::deserialize(d)?.as_str()))
+    }
+}
 
 /// A member's contribution in each of its scopes: to cohort tables (if joined) and to period tables.
 type Contributions = Vec<(Scope, Option<ScopeContribution>, Activity)>;
 
 /// A family of per-period series written as one table row per period: engagement (by day), or
 /// lifecycle at one granularity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 enum FamilyKind {
     Engagement,
     Lifecycle(Granularity),
@@ -67,7 +101,7 @@ type FamilyKey = (Scope, FamilyKind);
 
 /// Difference maps over the period index, one per series: a term adds at its start and removes
 /// at its end, so open terms (still a member) extend by themselves as `as_of` moves.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Family {
     diffs: Vec<BTreeMap<i32, i64>>,
     /// Gated terms whose gate `as_of` has not reached, with their multiplicity. A gated term is in
@@ -129,7 +163,7 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 struct CohortKey {
     scope: Scope,
     gran: Granularity,
@@ -139,7 +173,7 @@ struct CohortKey {
 /// Sums of member contributions for one cohort, as difference arrays over the offset `k`
 /// (value at k = prefix sum up to k), so a member adds or retracts in O(ranges), and an open
 /// membership range extends by itself as `as_of` moves.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct CohortAgg {
     size: i64,
     diff: [Vec<i64>; 3],
@@ -187,13 +221,13 @@ impl CohortAgg {
     }
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Written {
     size: i64,
     values: [Vec<i64>; 3],
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct MemberState {
     groups: Vec<(Scope, GroupHistory)>,
 }
@@ -241,9 +275,9 @@ impl MemberState {
     }
 }
 
-#[derive(Default)]
-struct Community {
-    seen: HashSet<u128>,
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct Community {
+    seen: crate::seen::Seen,
     events_processed: u64,
     min_ts: i64,
     max_ts: i64,
@@ -264,13 +298,28 @@ struct Community {
 
 impl Community {
     fn scope(&mut self, group_id: &str) -> Scope {
-        if let Some(s) = self.scopes.get(group_id) {
-            return s.clone();
-        }
-        let s: Scope = Arc::from(group_id);
-        self.scopes.insert(group_id.to_owned(), s.clone());
-        s
+        intern(&mut self.scopes, group_id)
     }
+
+    /// After loading from a checkpoint every member holds its own copy of each group id: share
+    /// them again (at a million members the copies would cost tens of megabytes).
+    pub(crate) fn intern_scopes(&mut self) {
+        let scopes = &mut self.scopes;
+        for member in self.members.values_mut() {
+            for (s, _) in &mut member.groups {
+                *s = intern(scopes, s);
+            }
+        }
+    }
+}
+
+fn intern(scopes: &mut HashMap<String, Scope>, group_id: &str) -> Scope {
+    if let Some(s) = scopes.get(group_id) {
+        return s.clone();
+    }
+    let s = Scope::from(group_id);
+    scopes.insert(group_id.to_owned(), s.clone());
+    s
 }
 
 /// The engine of one partition of the event log.
@@ -282,6 +331,22 @@ pub struct Engine {
 impl Engine {
     pub fn new(configs: Configs) -> Self {
         Engine { configs, communities: HashMap::new() }
+    }
+
+    pub(crate) fn parts(&self) -> (&Configs, &HashMap<String, Community>) {
+        (&self.configs, &self.communities)
+    }
+
+    pub(crate) fn from_parts(configs: Configs, mut communities: HashMap<String, Community>) -> Self {
+        for c in communities.values_mut() {
+            c.intern_scopes();
+        }
+        Engine { configs, communities }
+    }
+
+    /// The largest `ts` seen per community, for every community this engine holds.
+    pub fn max_ts_by_community(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.communities.iter().filter(|(_, c)| c.events_processed > 0).map(|(id, c)| (id.as_str(), c.max_ts))
     }
 
     /// Applies one event. Returns false for a duplicate `(community_id, event_id)`, which changes

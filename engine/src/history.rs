@@ -3,8 +3,9 @@
 //! events arrive in any `ts` order.
 
 use schemas::LeaveReason;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupHistory {
     /// `(ts, inviter_id)` of every `member_joined`.
     pub joins: Vec<(i64, Option<Box<str>>)>,

@@ -10,6 +10,8 @@ pub mod engine;
 pub mod history;
 pub mod output;
 pub mod period;
+mod seen;
+pub mod snapshot;
 pub mod table;
 
 pub use config::{CommunityConfig, Configs};
@@ -18,3 +20,4 @@ pub use output::{
     ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
 };
 pub use period::Granularity;
+pub use snapshot::SnapshotError;

@@ -111,7 +111,32 @@ proptest! {
         let cfg = CommunityConfig { timezone: ZONES[zone].parse().unwrap(), inactivity_days: 5, ..CommunityConfig::default() };
         let configs = Configs { communities: [("p".to_string(), cfg.clone())].into(), ..Configs::default() };
         let crash_at = ((sent.len() as f64) * crash_fraction) as usize;
-        let tables = run_engine_with_restart(&sent, partitions, &configs, &mut r, flush_p, crash_at);
+        let tables = run_engine_with_restart(&sent, partitions, &configs, &mut r, flush_p, crash_at, 0.0);
+        assert_matches_any(&tables, &events, "p", &cfg);
+    }
+
+    /// The same, resuming from saved engine state: the newest checkpoint of each partition
+    /// (taken after any flush), the rows written after it, and the events after it.
+    #[test]
+    fn a_restart_from_a_checkpoint_changes_nothing(
+        raw in prop::collection::vec(event_strategy(), 1..60),
+        order_seed in any::<u64>(),
+        partitions in 1usize..4,
+        flush_p in 0.05f64..0.6,
+        checkpoint_p in 0.1f64..1.0,
+        crash_fraction in 0.0f64..1.0,
+        zone in 0..ZONES.len(),
+    ) {
+        let events = build(&raw);
+        let mut sent = events.clone();
+        sent.extend(events.iter().step_by(3).cloned());
+        let mut r = rng(order_seed);
+        use rand::seq::SliceRandom;
+        sent.shuffle(&mut r);
+        let cfg = CommunityConfig { timezone: ZONES[zone].parse().unwrap(), inactivity_days: 5, ..CommunityConfig::default() };
+        let configs = Configs { communities: [("p".to_string(), cfg.clone())].into(), ..Configs::default() };
+        let crash_at = ((sent.len() as f64) * crash_fraction) as usize;
+        let tables = run_engine_with_restart(&sent, partitions, &configs, &mut r, flush_p, crash_at, checkpoint_p);
         assert_matches_any(&tables, &events, "p", &cfg);
     }
 }

@@ -11,6 +11,7 @@ pub struct ProcessorConfig {
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub flush: FlushConfig,
+    pub checkpoint: CheckpointConfig,
     /// Metric parameters: a default and per-community overrides (time zone, windows, ...).
     pub metrics: engine::Configs,
 }
@@ -20,8 +21,19 @@ pub struct ProcessorConfig {
 pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
-    /// Used for committing offsets (progress reporting, lag in tools); the truth is in ClickHouse.
+    /// The consumer group the instances share the partitions through. Committed offsets are for
+    /// tooling (lag); where processing resumes comes from ClickHouse and the checkpoints.
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a restarted instance with the same id gets
+    /// its partitions back without waiting for its old session to expire. One distinct id per
+    /// instance (e.g. the pod name of a StatefulSet); unset, every start is a new member.
+    pub instance_id: Option<String>,
+    /// A member that stops heartbeating loses its partitions after this long.
+    pub session_timeout_ms: u64,
+    /// Longest time between two polls of the consumer; a write that is still being retried when
+    /// 80% of it has passed makes the processor exit (a restart rejoins the group) instead of
+    /// writing for partitions the group may have given to another instance.
+    pub max_poll_interval_ms: u64,
     /// Where records that are not valid events go, with the reason and their source position.
     pub dead_letter_topic: String,
     pub properties: BTreeMap<String, Secret>,
@@ -33,6 +45,9 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             topic: "engagement-events".into(),
             group_id: "engagement-processor".into(),
+            instance_id: None,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
             dead_letter_topic: "engagement-events-dlq".into(),
             properties: BTreeMap::new(),
         }
@@ -57,6 +72,25 @@ impl Default for FlushConfig {
     }
 }
 
+/// Saved engine state, so that a restart resumes instead of re-reading the topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    pub enabled: bool,
+    /// One file per partition under `<dir>/<topic>/`. Local disk is enough for one instance;
+    /// instances that take over each other's partitions need a shared directory to profit from
+    /// it (without one they rebuild from the log, which is correct, only slower).
+    pub dir: std::path::PathBuf,
+    /// Shortest time between two checkpoints of a partition (one more is taken at shutdown).
+    pub interval_secs: u64,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig { enabled: true, dir: "checkpoints".into(), interval_secs: 30 }
+    }
+}
+
 impl Default for ProcessorConfig {
     fn default() -> Self {
         ProcessorConfig {
@@ -64,6 +98,7 @@ impl Default for ProcessorConfig {
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             flush: FlushConfig::default(),
+            checkpoint: CheckpointConfig::default(),
             metrics: engine::Configs::default(),
         }
     }

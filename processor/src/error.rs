@@ -10,6 +10,10 @@ pub enum ProcessorError {
     NoTopic(String),
     #[error("dead-letter topic: a record was not acknowledged ({0}); progress stays before it")]
     DeadLetter(String),
+    #[error("partition ownership may have moved: no poll of the consumer group for {0} ms (limit {1} ms); exiting rather than writing for partitions another instance may own")]
+    OwnershipLost(u64, u64),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }

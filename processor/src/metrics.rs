@@ -12,6 +12,9 @@ pub struct Metrics {
     pub rows_written: IntCounterVec,
     pub flush_seconds: HistogramVec,
     pub write_failures: IntCounter,
+    pub checkpoint_writes: IntCounterVec,
+    pub checkpoint_bytes: IntGauge,
+    pub partition_starts: IntCounterVec,
 }
 
 impl Metrics {
@@ -52,6 +55,21 @@ impl Metrics {
                 "processor_clickhouse_write_failures_total",
                 "Failed ClickHouse writes (retried)",
             )?,
+            checkpoint_writes: IntCounterVec::new(
+                Opts::new("processor_checkpoint_writes_total", "Checkpoint writes, by result (ok, failed)"),
+                &["result"],
+            )?,
+            checkpoint_bytes: IntGauge::new(
+                "processor_checkpoint_size_bytes",
+                "Size of the newest checkpoint written",
+            )?,
+            partition_starts: IntCounterVec::new(
+                Opts::new(
+                    "processor_partition_starts_total",
+                    "Partitions taken up, by where their state came from (checkpoint, log)",
+                ),
+                &["from"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.records_consumed.clone()))?;
@@ -63,6 +81,9 @@ impl Metrics {
         m.registry.register(Box::new(m.rows_written.clone()))?;
         m.registry.register(Box::new(m.flush_seconds.clone()))?;
         m.registry.register(Box::new(m.write_failures.clone()))?;
+        m.registry.register(Box::new(m.checkpoint_writes.clone()))?;
+        m.registry.register(Box::new(m.checkpoint_bytes.clone()))?;
+        m.registry.register(Box::new(m.partition_starts.clone()))?;
         Ok(m)
     }
 }

@@ -1,11 +1,14 @@
 //! The consume → engine → write → progress loop.
 //!
-//! Offsets are owned here, not by the consumer group: at start every partition is read from the
-//! beginning to rebuild the engine's state, silently up to the offset the previous run had
-//! written (so readers never see a table go backwards), then normally. Rows are absolute values
+//! Partitions come and go through the consumer group (`assignment`), but offsets are owned here,
+//! not by the group: a partition taken up resumes from its checkpoint (saved engine state, see `checkpoint`) or, without a usable one, is read from the
+//! beginning to rebuild the engine's state; either way silently up to the offset the previous
+//! run had written (so readers never see a table go backwards), then normally. Rows are absolute values
 //! with a version above anything written before, so re-writing after a crash is harmless; the
 //! progress row and the Kafka commit come only after the rows they cover are in ClickHouse.
 
+use crate::assignment::{Change, GroupContext};
+use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::config::ProcessorConfig;
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
@@ -29,15 +32,24 @@ struct PartitionState {
     /// Offsets below this were archived and covered by written rows in an earlier run.
     archived_until: i64,
     high_watermark: i64,
+    last_checkpoint: Instant,
 }
+
+type GroupConsumer = StreamConsumer<GroupContext>;
 
 pub struct Pipeline {
     cfg: ProcessorConfig,
-    consumer: StreamConsumer,
+    consumer: GroupConsumer,
+    group: GroupContext,
+    /// When the consumer was last polled (rebalances are only seen then).
+    last_poll: Instant,
     store: Store,
     readiness: Readiness,
     core: Core,
     last_progress_write: Instant,
+    checkpoints: Option<Checkpoints>,
+    /// At most one checkpoint is being written at a time (it holds a copy of an engine's state).
+    checkpoint_in_flight: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
@@ -46,7 +58,7 @@ struct Core {
     /// Per-community metric configuration (time zone, participation types) for the archive rows.
     configs: engine::Configs,
     partitions: BTreeMap<i32, PartitionState>,
-    /// Community-wide `as_of` across every partition this process owns.
+    /// Community-wide `as_of`: the largest `ts` seen here or written by any instance.
     as_of: HashMap<String, i64>,
     pending_raw: Vec<RawEventRow>,
     limits: Limits,
@@ -57,18 +69,25 @@ struct Core {
     pending_dead_letters: Vec<DeliveryFuture>,
 }
 
-pub fn consumer(cfg: &ProcessorConfig) -> Result<StreamConsumer, ProcessorError> {
+fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer, ProcessorError> {
     let mut c = rdkafka::ClientConfig::new();
+    let session = cfg.kafka.session_timeout_ms;
     c.set("bootstrap.servers", &cfg.kafka.brokers)
         .set("group.id", &cfg.kafka.group_id)
+        .set("session.timeout.ms", session.to_string())
+        .set("heartbeat.interval.ms", (session / 3).clamp(1, 3000).to_string())
+        .set("max.poll.interval.ms", cfg.kafka.max_poll_interval_ms.to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100");
+    if let Some(id) = &cfg.kafka.instance_id {
+        c.set("group.instance.id", id);
+    }
     for (k, v) in &cfg.kafka.properties {
         c.set(k, v.expose());
     }
-    Ok(c.create()?)
+    Ok(c.create_with_context(group)?)
 }
 
 impl Pipeline {
@@ -78,46 +97,17 @@ impl Pipeline {
         metrics: Metrics,
         readiness: Readiness,
     ) -> Result<Self, ProcessorError> {
-        let consumer = consumer(&cfg)?;
-        let ids = wait_for_partitions(&consumer, &cfg.kafka.topic).await?;
-        let mut partitions = BTreeMap::new();
-        let mut tpl = TopicPartitionList::new();
-        for p in ids {
-            let pu = p as u32;
-            let (low, high) = watermarks(&consumer, &cfg.kafka.topic, p)?;
-            let mut engine = Engine::new(cfg.metrics.clone());
-            let cohorts: Vec<_> =
-                store.written_cohorts(pu).await?.iter().filter_map(CohortSizeRow::to_engine).collect();
-            let cells: Vec<_> = store.written_retention(pu).await?.iter().filter_map(RetentionRow::to_engine).collect();
-            engine.seed_written(&cohorts, &cells);
-            let days: Vec<_> = store.written_engagement(pu).await?.iter().map(EngagementDayRow::to_engine).collect();
-            let periods: Vec<_> =
-                store.written_lifecycle(pu).await?.iter().filter_map(LifecyclePeriodRow::to_engine).collect();
-            let churn: Vec<_> = store.written_churn(pu).await?.iter().filter_map(ChurnPeriodRow::to_engine).collect();
-            engine.seed_written_periods(&days, &periods, &churn);
-            // A topic that was recreated (shorter than what was archived) is read as new.
-            let archived_until = store.archived_until(&cfg.kafka.topic, pu).await?.min(high);
-            let version = store.max_version(pu).await? + 1;
-            tracing::info!(
-                partition = p,
-                low,
-                high,
-                archived_until,
-                version,
-                seeded_cells = cells.len(),
-                "partition assigned"
-            );
-            tpl.add_partition_offset(&cfg.kafka.topic, p, Offset::Beginning)?;
-            partitions
-                .insert(p, PartitionState { engine, version, next_offset: low, archived_until, high_watermark: high });
-        }
-        consumer.assign(&tpl)?;
+        let group = GroupContext::new(&cfg.kafka.topic);
+        let consumer = consumer(&cfg, group.clone())?;
+        wait_for_partitions(&consumer, &cfg.kafka.topic).await?;
+        consumer.subscribe(&[cfg.kafka.topic.as_str()])?;
+        let checkpoints = cfg.checkpoint.enabled.then(|| Checkpoints::new(&cfg.checkpoint.dir));
         let limits = Limits { max_future_ms: i64::MAX / 4, ..Limits::default() };
         let dead_letters = dead_letter_producer(&cfg)?;
         let core = Core {
             metrics,
             configs: cfg.metrics.clone(),
-            partitions,
+            partitions: BTreeMap::new(),
             as_of: HashMap::new(),
             pending_raw: Vec::new(),
             limits,
@@ -126,20 +116,88 @@ impl Pipeline {
             dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
             pending_dead_letters: Vec::new(),
         };
-        Ok(Pipeline { cfg, consumer, store, readiness, core, last_progress_write: Instant::now() })
+        Ok(Pipeline {
+            cfg,
+            consumer,
+            group,
+            last_poll: Instant::now(),
+            store,
+            readiness,
+            core,
+            last_progress_write: Instant::now(),
+            checkpoints,
+            checkpoint_in_flight: None,
+        })
     }
 
     fn catching_up(&self) -> bool {
-        self.core.partitions.values().any(|s| s.next_offset < s.archived_until)
+        self.core.partitions.values().any(PartitionState::catching_up)
+    }
+
+    /// Applies what the consumer group changed: revoked partitions are dropped at once (nothing
+    /// more is written for them: their new owner takes over from ClickHouse and the checkpoint),
+    /// assigned ones are taken up and read from where their state needs them.
+    async fn apply_group_changes(&mut self) -> Result<(), ProcessorError> {
+        for change in self.group.take() {
+            match change {
+                Change::Revoked(ps) => {
+                    for p in &ps {
+                        self.core.partitions.remove(p);
+                    }
+                    self.core.pending_raw.retain(|r| !ps.contains(&r.kafka_partition));
+                    tracing::info!(partitions = ?ps, owned = ?self.core.partitions.keys().collect::<Vec<_>>(), "partitions given up");
+                }
+                Change::Assigned(ps) => {
+                    for p in ps {
+                        if self.core.partitions.contains_key(&p) {
+                            continue;
+                        }
+                        let (st, offset) = open_partition(
+                            &self.cfg,
+                            &self.store,
+                            self.checkpoints.as_ref(),
+                            &self.consumer,
+                            &self.core.metrics,
+                            p,
+                        )
+                        .await?;
+                        for (c, ts) in st.engine.max_ts_by_community() {
+                            let a = self.core.as_of.entry(c.to_owned()).or_insert(ts);
+                            *a = (*a).max(ts);
+                        }
+                        let topic = &self.cfg.kafka.topic;
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition_offset(topic, p, offset)?;
+                        tokio::task::block_in_place(|| {
+                            self.consumer.seek_partitions(tpl.clone(), Duration::from_secs(10))
+                        })?;
+                        self.consumer.resume(&tpl)?;
+                        self.core.partitions.insert(p, st);
+                        self.core.progress_dirty = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Other instances' partitions move `as_of` too: it is read back from what they wrote.
+    async fn refresh_as_of(&mut self) {
+        match self.store.community_max_ts().await {
+            Ok(rows) => {
+                for (c, ts) in rows {
+                    let a = self.core.as_of.entry(c).or_insert(ts);
+                    *a = (*a).max(ts);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the communities' as_of"),
+        }
     }
 
     /// Runs until `shutdown` resolves; what was consumed by then is written before returning.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProcessorError> {
         tokio::pin!(shutdown);
         let interval = Duration::from_millis(self.cfg.flush.interval_ms);
-        if !self.catching_up() {
-            self.readiness.set(true);
-        }
         loop {
             let deadline = tokio::time::Instant::now() + interval;
             let mut consumed = 0usize;
@@ -160,17 +218,25 @@ impl Pipeline {
                     },
                 }
             }
+            self.last_poll = Instant::now();
             self.core.metrics.records_consumed.inc_by(consumed as u64);
             if consumed > 0 {
                 self.core.progress_dirty = true;
             }
+            self.apply_group_changes().await?;
+            if self.catching_up() {
+                self.readiness.set(false);
+            }
             let progress_due = self.last_progress_write.elapsed() > Duration::from_secs(2);
-            if !self.catching_up() && (consumed > 0 || progress_due || stop) {
+            if consumed > 0 || progress_due || stop {
                 if progress_due {
                     self.refresh_watermarks();
+                    self.refresh_as_of().await;
                     self.last_progress_write = Instant::now();
                 }
                 self.flush(stop).await?;
+                self.checkpoint(stop).await;
+                self.readiness.set(!self.catching_up());
             }
             if stop {
                 tracing::info!("processor stopped");
@@ -200,6 +266,10 @@ impl Pipeline {
         let mut batch = Batch { raw: std::mem::take(&mut core.pending_raw), ..Batch::default() };
         let as_of = &core.as_of;
         for (&p, st) in core.partitions.iter_mut() {
+            // Rows of a partition appear only once it has caught up with what was written before.
+            if st.catching_up() {
+                continue;
+            }
             let out = st.engine.flush(&|c| as_of.get(c).copied());
             if out.is_empty() && !core.progress_dirty {
                 continue;
@@ -233,6 +303,11 @@ impl Pipeline {
                 Err(_) => return Err(ProcessorError::DeadLetter("delivery cancelled".into())),
             }
         }
+        // A pause longer than the session (a frozen process, say) may have cost the partitions.
+        let silent = self.last_poll.elapsed().as_millis() as u64;
+        if silent > self.cfg.kafka.session_timeout_ms {
+            return Err(ProcessorError::OwnershipLost(silent, self.cfg.kafka.session_timeout_ms));
+        }
         let write_started = Instant::now();
         self.write_with_retry(&batch, stopping).await?;
         self.core.metrics.flush_seconds.with_label_values(&["write"]).observe(write_started.elapsed().as_secs_f64());
@@ -240,7 +315,7 @@ impl Pipeline {
         self.core.progress_dirty = false;
         let mut tpl = TopicPartitionList::new();
         let mut lag = 0;
-        for (&p, st) in self.core.partitions.iter_mut() {
+        for (&p, st) in self.core.partitions.iter_mut().filter(|(_, st)| !st.catching_up()) {
             st.archived_until = st.archived_until.max(st.next_offset);
             lag += (st.high_watermark - st.next_offset).max(0);
             if st.next_offset > 0 {
@@ -261,6 +336,78 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Saves the engines of the partitions whose checkpoint is due (all of them when stopping,
+    /// and then waits for the files). Called right after a successful write, so the
+    /// state saved is exactly what ClickHouse holds rows for. A failed save is logged and counted;
+    /// it only means a longer replay after the next restart.
+    async fn checkpoint(&mut self, stopping: bool) {
+        let Some(store) = self.checkpoints.clone() else { return };
+        if let Some(h) = &self.checkpoint_in_flight {
+            if !h.is_finished() && !stopping {
+                return;
+            }
+        }
+        if let Some(h) = self.checkpoint_in_flight.take() {
+            let _ = h.await;
+        }
+        let interval = Duration::from_secs(self.cfg.checkpoint.interval_secs);
+        let due: Vec<i32> = self
+            .core
+            .partitions
+            .iter()
+            .filter(|(_, st)| stopping || st.last_checkpoint.elapsed() >= interval)
+            .map(|(p, _)| *p)
+            .collect();
+        let mut jobs = Vec::new();
+        for p in due {
+            let st = self.core.partitions.get_mut(&p).expect("listed");
+            st.last_checkpoint = Instant::now();
+            let meta = CheckpointMeta {
+                topic: self.cfg.kafka.topic.clone(),
+                partition: p,
+                next_offset: st.next_offset,
+                version: st.version - 1,
+                taken_at_ms: chrono::Utc::now().timestamp_millis(),
+            };
+            let started = Instant::now();
+            let bytes = tokio::task::block_in_place(|| st.engine.snapshot());
+            self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
+            jobs.push((meta, bytes));
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let metrics = self.core.metrics.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            for (meta, bytes) in jobs {
+                let started = Instant::now();
+                match store.save(&meta, &bytes) {
+                    Ok(size) => {
+                        metrics.checkpoint_writes.with_label_values(&["ok"]).inc();
+                        metrics.checkpoint_bytes.set(size as i64);
+                        tracing::info!(
+                            partition = meta.partition,
+                            next_offset = meta.next_offset,
+                            version = meta.version,
+                            size,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "checkpoint saved"
+                        );
+                    }
+                    Err(e) => {
+                        metrics.checkpoint_writes.with_label_values(&["failed"]).inc();
+                        tracing::warn!(partition = meta.partition, error = %e, "checkpoint not saved");
+                    }
+                }
+            }
+        });
+        if stopping {
+            let _ = handle.await;
+        } else {
+            self.checkpoint_in_flight = Some(handle);
+        }
+    }
+
     /// Retries a failed write with exponential backoff until it succeeds. Nothing is consumed
     /// meanwhile, so memory stays bounded; on shutdown it gives up, and progress stays where it
     /// was (the next run redoes the work).
@@ -277,6 +424,12 @@ impl Pipeline {
                     return Ok(());
                 }
                 Err(e) => {
+                    let silent = self.last_poll.elapsed().as_millis() as u64;
+                    let limit = self.cfg.kafka.max_poll_interval_ms * 4 / 5;
+                    if silent > limit {
+                        tracing::error!(error = %e, silent_ms = silent, "clickhouse write still failing; leaving the group");
+                        return Err(ProcessorError::OwnershipLost(silent, limit));
+                    }
                     attempts += 1;
                     self.core.metrics.write_failures.inc();
                     self.readiness.set(false);
@@ -289,6 +442,12 @@ impl Pipeline {
                 }
             }
         }
+    }
+}
+
+impl PartitionState {
+    fn catching_up(&self) -> bool {
+        self.next_offset < self.archived_until
     }
 }
 
@@ -346,6 +505,102 @@ impl Core {
     }
 }
 
+/// Takes up a partition: its engine from the checkpoint when a usable one exists, else a new
+/// engine and the log from the beginning. Either way the rows written after the state's version
+/// are read back, so the next flushes overwrite whatever differs from the rebuilt state.
+async fn open_partition(
+    cfg: &ProcessorConfig,
+    store: &Store,
+    checkpoints: Option<&Checkpoints>,
+    consumer: &GroupConsumer,
+    metrics: &Metrics,
+    p: i32,
+) -> Result<(PartitionState, Offset), ProcessorError> {
+    let started = Instant::now();
+    let (pu, topic) = (p as u32, &cfg.kafka.topic);
+    let (low, high) = tokio::task::block_in_place(|| watermarks(consumer, topic, p))?;
+    // A topic that was recreated (shorter than what was archived) is read as new.
+    let archived_until = store.archived_until(topic, pu).await?.min(high);
+    let max_version = store.max_version(pu).await?;
+    let saved = match checkpoints {
+        Some(c) => tokio::task::block_in_place(|| c.load(topic, p))?,
+        None => None,
+    };
+    let restored = saved.and_then(|c| {
+        let m = &c.meta;
+        // Beyond the log's end: the topic was recreated. Beyond what ClickHouse recorded: the
+        // database was recreated. Either way the saved state describes something that is gone.
+        if m.next_offset > high || m.next_offset > archived_until || m.version > max_version {
+            tracing::warn!(
+                partition = p,
+                next_offset = m.next_offset,
+                version = m.version,
+                high,
+                archived_until,
+                max_version,
+                "checkpoint does not match the topic or ClickHouse; rebuilding from the log"
+            );
+            return None;
+        }
+        if m.next_offset < low {
+            tracing::warn!(
+                partition = p,
+                next_offset = m.next_offset,
+                low,
+                "events after the checkpoint were deleted by retention"
+            );
+        }
+        match tokio::task::block_in_place(|| Engine::restore(&cfg.metrics, &c.engine)) {
+            Ok(engine) => Some((c.meta, engine)),
+            Err(e) => {
+                tracing::warn!(partition = p, error = %e, "checkpoint not usable; rebuilding from the log");
+                None
+            }
+        }
+    });
+    let from_checkpoint = restored.is_some();
+    let (mut engine, after_version, next_offset) = match restored {
+        Some((meta, engine)) => (engine, meta.version, meta.next_offset),
+        None => (Engine::new(cfg.metrics.clone()), 0, low),
+    };
+    let cohorts: Vec<_> =
+        store.written_cohorts(pu, after_version).await?.iter().filter_map(CohortSizeRow::to_engine).collect();
+    let cells: Vec<_> =
+        store.written_retention(pu, after_version).await?.iter().filter_map(RetentionRow::to_engine).collect();
+    engine.seed_written(&cohorts, &cells);
+    let days: Vec<_> =
+        store.written_engagement(pu, after_version).await?.iter().map(EngagementDayRow::to_engine).collect();
+    let periods: Vec<_> =
+        store.written_lifecycle(pu, after_version).await?.iter().filter_map(LifecyclePeriodRow::to_engine).collect();
+    let churn: Vec<_> =
+        store.written_churn(pu, after_version).await?.iter().filter_map(ChurnPeriodRow::to_engine).collect();
+    engine.seed_written_periods(&days, &periods, &churn);
+    let from = if from_checkpoint { "checkpoint" } else { "log" };
+    metrics.partition_starts.with_label_values(&[from]).inc();
+    tracing::info!(
+        partition = p,
+        from,
+        low,
+        high,
+        next_offset,
+        archived_until,
+        version = max_version + 1,
+        seeded_rows = cohorts.len() + cells.len() + days.len() + periods.len() + churn.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "partition taken up"
+    );
+    let offset = if from_checkpoint { Offset::Offset(next_offset) } else { Offset::Beginning };
+    let st = PartitionState {
+        engine,
+        version: max_version + 1,
+        next_offset,
+        archived_until,
+        high_watermark: high,
+        last_checkpoint: Instant::now(),
+    };
+    Ok((st, offset))
+}
+
 fn dead_letter_producer(cfg: &ProcessorConfig) -> Result<FutureProducer, ProcessorError> {
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", &cfg.kafka.brokers)
@@ -358,13 +613,13 @@ fn dead_letter_producer(cfg: &ProcessorConfig) -> Result<FutureProducer, Process
     Ok(c.create()?)
 }
 
-fn watermarks(consumer: &StreamConsumer, topic: &str, p: i32) -> Result<(i64, i64), ProcessorError> {
+fn watermarks(consumer: &GroupConsumer, topic: &str, p: i32) -> Result<(i64, i64), ProcessorError> {
     Ok(consumer.fetch_watermarks(topic, p, Duration::from_secs(5))?)
 }
 
 /// Waits until the topic exists and has partitions (the processor may start before the broker
 /// or before the topic is created).
-async fn wait_for_partitions(consumer: &StreamConsumer, topic: &str) -> Result<Vec<i32>, ProcessorError> {
+async fn wait_for_partitions(consumer: &GroupConsumer, topic: &str) -> Result<Vec<i32>, ProcessorError> {
     let mut delay = Duration::from_millis(200);
     for attempt in 0.. {
         let md = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5)));

@@ -92,11 +92,23 @@ impl Store {
             v: u64,
         }
         let mut max = 0;
-        for table in queries::DERIVED_TABLES {
+        // Progress rows carry the flush's version too, also when it wrote no derived row.
+        for table in queries::DERIVED_TABLES.iter().chain(&["processor_progress"]) {
             let rows = self.client.query(&queries::max_version(table)).bind(partition).fetch_all::<V>().await?;
             max = max.max(rows.first().map(|r| r.v).unwrap_or(0));
         }
         Ok(max)
+    }
+
+    /// The largest event time every instance has written, per community (the shared `as_of`).
+    pub async fn community_max_ts(&self) -> Result<Vec<(String, i64)>, ProcessorError> {
+        #[derive(Row, Deserialize)]
+        struct M {
+            community_id: String,
+            ts: i64,
+        }
+        let rows = self.client.query(queries::COMMUNITY_MAX_TS).fetch_all::<M>().await?;
+        Ok(rows.into_iter().map(|m| (m.community_id, m.ts)).collect())
     }
 
     /// Offsets below this were archived (and their derived rows written) by an earlier run.
@@ -109,23 +121,73 @@ impl Store {
         Ok(rows.first().map(|r| r.o).unwrap_or(0))
     }
 
-    pub async fn written_cohorts(&self, partition: u32) -> Result<Vec<CohortSizeRow>, ProcessorError> {
-        Ok(self.client.query(queries::WRITTEN_COHORTS).bind(partition).fetch_all::<CohortSizeRow>().await?)
+    pub async fn written_cohorts(
+        &self,
+        partition: u32,
+        after_version: u64,
+    ) -> Result<Vec<CohortSizeRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query(queries::WRITTEN_COHORTS)
+            .bind(partition)
+            .bind(after_version)
+            .fetch_all::<CohortSizeRow>()
+            .await?)
     }
 
-    pub async fn written_engagement(&self, partition: u32) -> Result<Vec<EngagementDayRow>, ProcessorError> {
-        Ok(self.client.query(queries::WRITTEN_ENGAGEMENT).bind(partition).fetch_all::<EngagementDayRow>().await?)
+    pub async fn written_engagement(
+        &self,
+        partition: u32,
+        after_version: u64,
+    ) -> Result<Vec<EngagementDayRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query(queries::WRITTEN_ENGAGEMENT)
+            .bind(partition)
+            .bind(after_version)
+            .fetch_all::<EngagementDayRow>()
+            .await?)
     }
 
-    pub async fn written_lifecycle(&self, partition: u32) -> Result<Vec<LifecyclePeriodRow>, ProcessorError> {
-        Ok(self.client.query(queries::WRITTEN_LIFECYCLE).bind(partition).fetch_all::<LifecyclePeriodRow>().await?)
+    pub async fn written_lifecycle(
+        &self,
+        partition: u32,
+        after_version: u64,
+    ) -> Result<Vec<LifecyclePeriodRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query(queries::WRITTEN_LIFECYCLE)
+            .bind(partition)
+            .bind(after_version)
+            .fetch_all::<LifecyclePeriodRow>()
+            .await?)
     }
 
-    pub async fn written_churn(&self, partition: u32) -> Result<Vec<ChurnPeriodRow>, ProcessorError> {
-        Ok(self.client.query(queries::WRITTEN_CHURN).bind(partition).fetch_all::<ChurnPeriodRow>().await?)
+    pub async fn written_churn(
+        &self,
+        partition: u32,
+        after_version: u64,
+    ) -> Result<Vec<ChurnPeriodRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query(queries::WRITTEN_CHURN)
+            .bind(partition)
+            .bind(after_version)
+            .fetch_all::<ChurnPeriodRow>()
+            .await?)
     }
 
-    pub async fn written_retention(&self, partition: u32) -> Result<Vec<RetentionRow>, ProcessorError> {
-        Ok(self.client.query(queries::WRITTEN_RETENTION).bind(partition).fetch_all::<RetentionRow>().await?)
+    pub async fn written_retention(
+        &self,
+        partition: u32,
+        after_version: u64,
+    ) -> Result<Vec<RetentionRow>, ProcessorError> {
+        Ok(self
+            .client
+            .query(queries::WRITTEN_RETENTION)
+            .bind(partition)
+            .bind(after_version)
+            .fetch_all::<RetentionRow>()
+            .await?)
     }
 }

@@ -146,29 +146,38 @@ pub fn churn(from: bool, to: bool) -> String {
     )
 }
 
-/// Binds: partition.
+/// The rows of one partition written after a version (zero rows included: they overwrote
+/// something). Binds: partition, version.
 pub const WRITTEN_CHURN: &str = "SELECT community_id, group_id, granularity, period, partition, members_start, \
-     churned, left_members, removed_members, inactive, version FROM churn FINAL WHERE partition = ?";
+     churned, left_members, removed_members, inactive, version FROM churn FINAL WHERE partition = ? AND version > ?";
 
-/// Binds: partition.
+/// The rows of one partition written after a version (zero rows included: they overwrote
+/// something). Binds: partition, version.
 pub const WRITTEN_ENGAGEMENT: &str = "SELECT community_id, group_id, day, partition, dau, wau, mau, messages, \
-     reactions, checkins, joins, new_members, leaves, members, version FROM engagement FINAL WHERE partition = ?";
+     reactions, checkins, joins, new_members, leaves, members, version FROM engagement FINAL WHERE partition = ? AND version > ?";
 
-/// Binds: partition.
+/// The rows of one partition written after a version (zero rows included: they overwrote
+/// something). Binds: partition, version.
 pub const WRITTEN_LIFECYCLE: &str = "SELECT community_id, group_id, granularity, period, partition, new, returning, \
-     resurrecting, dormant, version FROM lifecycle FINAL WHERE partition = ?";
+     resurrecting, dormant, version FROM lifecycle FINAL WHERE partition = ? AND version > ?";
+
+/// Every processor instance's largest event time per community: the `as_of` they share.
+pub const COMMUNITY_MAX_TS: &str =
+    "SELECT community_id, toInt64(max(max_ts_ms)) AS ts FROM community_stats FINAL GROUP BY community_id";
 
 /// Binds: topic, partition.
 pub const ARCHIVED_UNTIL: &str =
     "SELECT toInt64(max(next_offset)) AS o FROM processor_progress WHERE topic = ? AND partition = ?";
 
-/// Binds: partition.
+/// The rows of one partition written after a version (zero rows included: they overwrote
+/// something). Binds: partition, version.
 pub const WRITTEN_COHORTS: &str = "SELECT community_id, group_id, granularity, cohort, partition, size, version \
-     FROM cohorts FINAL WHERE partition = ? AND size > 0";
+     FROM cohorts FINAL WHERE partition = ? AND version > ?";
 
-/// Binds: partition.
+/// The rows of one partition written after a version (zero rows included: they overwrote
+/// something). Binds: partition, version.
 pub const WRITTEN_RETENTION: &str = "SELECT community_id, group_id, granularity, mode, cohort, period_offset, period, \
-     partition, members, version FROM retention FINAL WHERE partition = ? AND members > 0";
+     partition, members, version FROM retention FINAL WHERE partition = ? AND version > ?";
 
 use crate::ddl;
 
@@ -238,16 +247,17 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
         emit("query", bind(&lifecycle(from, to), &b));
         emit("query", bind(&churn(from, to), &b));
     }
-    emit("query", bind(WRITTEN_ENGAGEMENT, &["0"]));
-    emit("query", bind(WRITTEN_LIFECYCLE, &["0"]));
-    emit("query", bind(WRITTEN_CHURN, &["0"]));
+    emit("query", bind(WRITTEN_ENGAGEMENT, &["0", "0"]));
+    emit("query", bind(WRITTEN_LIFECYCLE, &["0", "0"]));
+    emit("query", bind(WRITTEN_CHURN, &["0", "0"]));
     emit("query", CONSUMER_LAG.to_string());
+    emit("query", COMMUNITY_MAX_TS.to_string());
     for t in DERIVED_TABLES {
         emit("query", bind(&max_version(t), &["0"]));
     }
     emit("query", bind(ARCHIVED_UNTIL, &["engagement-events", "0"]));
-    emit("query", bind(WRITTEN_COHORTS, &["0"]));
-    emit("query", bind(WRITTEN_RETENTION, &["0"]));
+    emit("query", bind(WRITTEN_COHORTS, &["0", "0"]));
+    emit("query", bind(WRITTEN_RETENTION, &["0", "0"]));
     out
 }
 

@@ -237,6 +237,10 @@ impl Stack {
             ("PROCESSOR_CLICKHOUSE__URL".to_string(), clickhouse_url.clone()),
             ("PROCESSOR_CLICKHOUSE__DATABASE".to_string(), database.clone()),
             ("PROCESSOR_FLUSH__INTERVAL_MS".to_string(), "300".to_string()),
+            ("PROCESSOR_CHECKPOINT__DIR".to_string(), dir.join("checkpoints").display().to_string()),
+            ("PROCESSOR_CHECKPOINT__INTERVAL_SECS".to_string(), "1".to_string()),
+            // A processor SIGKILLed by a test holds its partitions until its session expires.
+            ("PROCESSOR_KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
         let mut processor_env = processor_env;
         processor_env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
@@ -273,6 +277,47 @@ impl Stack {
         wait_for("processor up", Duration::from_secs(60), || http_ok(&url))
     }
 
+    /// Starts one more processor instance in the same consumer group (its own ops port and log);
+    /// returns its name, for `kill_named`.
+    pub fn start_extra_processor(&mut self) -> Result<String> {
+        let port = free_port();
+        let mut cmd = Command::new(service_bin("processor")?);
+        for (k, v) in &self.processor_env {
+            cmd.env(k, v);
+        }
+        cmd.env("PROCESSOR_LISTEN", format!("127.0.0.1:{port}"));
+        let n = self.procs.iter().filter(|p| p.name.starts_with("processor")).count();
+        let name = format!("processor-{n}");
+        self.procs.push(Proc::spawn(&name, &mut cmd, &self.dir.join(format!("{name}.log")))?);
+        wait_for("extra processor up", Duration::from_secs(60), || {
+            http_ok(&format!("http://127.0.0.1:{port}/healthz"))
+        })?;
+        Ok(name)
+    }
+
+    /// SIGKILLs one process by name.
+    pub fn kill_named(&mut self, name: &str) {
+        for p in self.procs.iter_mut().filter(|p| p.name == name) {
+            p.kill();
+        }
+    }
+
+    /// Whether the named processor has been given partitions by the consumer group (from its log).
+    pub fn has_assignment(&self, name: &str) -> bool {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+            .unwrap_or_default()
+            .contains("partitions assigned")
+    }
+
+    /// How many times the named processor took up a partition (from its log).
+    pub fn partitions_taken_up(&self, name: &str) -> usize {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("partition taken up"))
+            .count()
+    }
+
     /// A command for one of the workspace's tools (`reconcile`, `archive`) with the processor's
     /// configuration in its environment: ClickHouse, Kafka and the metric parameters.
     pub fn tool(&self, name: &str) -> Result<Command> {
@@ -281,6 +326,33 @@ impl Stack {
             cmd.env(k, v);
         }
         Ok(cmd)
+    }
+
+    /// Where the processors of this stack keep their checkpoints.
+    pub fn checkpoint_dir(&self) -> std::path::PathBuf {
+        self.dir.join("checkpoints")
+    }
+
+    /// How the processors started so far took up their partitions: (from checkpoint, from log),
+    /// counted from their logs.
+    pub fn partition_starts(&self) -> (usize, usize) {
+        let (mut ckpt, mut log) = (0, 0);
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("processor-") && name.ends_with(".log")) {
+                continue;
+            }
+            for line in std::fs::read_to_string(entry.path()).unwrap_or_default().lines() {
+                if line.contains("partition taken up") {
+                    if line.contains("checkpoint") {
+                        ckpt += 1;
+                    } else {
+                        log += 1;
+                    }
+                }
+            }
+        }
+        (ckpt, log)
     }
 
     /// SIGKILLs the running processor.

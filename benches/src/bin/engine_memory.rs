@@ -1,7 +1,8 @@
 //! Engine state size and throughput at scale: loads `--communities` generated communities of
 //! `--members` members each into one engine (one partition), decoding every event from JSON as the
 //! processor does, flushing after each community, and reports events/s and live heap bytes per
-//! member (counted by a wrapping global allocator).
+//! member (counted by a wrapping global allocator). Then the restart from saved state: the
+//! engine's checkpoint is taken, written to a file, and read back into a new engine, each timed.
 //!
 //!   cargo run --release -p benches --bin engine-memory -- --communities 10 --members 100000
 
@@ -73,4 +74,37 @@ fn main() {
             live / ((c + 1) * members) as isize
         );
     }
+
+    // What a restarted processor does with a checkpoint of this partition.
+    let started = Instant::now();
+    let bytes = engine.snapshot();
+    let snapshot_s = started.elapsed().as_secs_f64();
+    let path = std::env::temp_dir().join(format!("engine-memory-{}.ckpt", std::process::id()));
+    let started = Instant::now();
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&path).expect("temp file");
+        f.write_all(&bytes).expect("write");
+        f.sync_all().expect("sync");
+    }
+    let write_s = started.elapsed().as_secs_f64();
+    let size = bytes.len();
+    drop(bytes);
+    drop(engine);
+    let started = Instant::now();
+    let bytes = std::fs::read(&path).expect("read back");
+    let mut restored = Engine::restore(&Configs::default(), &bytes).expect("restores");
+    let restore_s = started.elapsed().as_secs_f64();
+    drop(bytes);
+    let _ = std::fs::remove_file(&path);
+    assert!(restored.flush(&|_| None).is_empty(), "a restored engine has nothing new to write");
+    println!(
+        "checkpoint of {} members: {} MiB ({} bytes/member); snapshot {:.2} s, write+fsync {:.2} s, read+restore {:.2} s",
+        communities * members,
+        size >> 20,
+        size / (communities * members),
+        snapshot_s,
+        write_s,
+        restore_s
+    );
 }

@@ -261,6 +261,11 @@ type SeedRows = (
 /// Like `run_engine_flushing`, with a crash after `crash_at` events: every partition restarts as
 /// the processor does (a new engine seeded with what storage holds, the log up to the crash
 /// replayed without writing), then processing goes on.
+///
+/// With `checkpoint_p > 0`, a flush saves the partition's engine with that probability, and the
+/// restart resumes from the newest save instead: the engine restored from its bytes, told of the
+/// rows written after the save (as the processor reads back rows above the save's version), and
+/// only the events after the save replayed.
 pub fn run_engine_with_restart(
     events: &[Event],
     partitions: usize,
@@ -268,19 +273,40 @@ pub fn run_engine_with_restart(
     rng: &mut ChaCha8Rng,
     flush_p: f64,
     crash_at: usize,
+    checkpoint_p: f64,
 ) -> Tables {
+    struct Saved {
+        bytes: Vec<u8>,
+        /// Events up to this index had been applied when it was taken.
+        applied: usize,
+        written_since: Vec<engine::Output>,
+    }
     let part = |e: &Event| (xxhash_like(&e.partition_key()) % partitions as u64) as usize;
     let mut engines: Vec<Engine> = (0..partitions).map(|_| Engine::new(cfg.clone())).collect();
     let mut tables: Vec<Tables> = vec![Tables::default(); partitions];
+    let mut saved: Vec<Option<Saved>> = (0..partitions).map(|_| None).collect();
     let mut as_of: std::collections::HashMap<String, i64> = Default::default();
     for (i, e) in events.iter().enumerate() {
         if i == crash_at {
             for (q, engine) in engines.iter_mut().enumerate() {
-                let (cohorts, cells, days, periods, churn) = seed_rows(&tables[q]);
-                *engine = Engine::new(cfg.clone());
-                engine.seed_written(&cohorts, &cells);
-                engine.seed_written_periods(&days, &periods, &churn);
-                for x in events[..crash_at].iter().filter(|x| part(x) == q) {
+                let replay_from = match &saved[q] {
+                    Some(s) => {
+                        *engine = Engine::restore(cfg, &s.bytes).expect("a checkpoint of this engine restores");
+                        for o in &s.written_since {
+                            engine.seed_written(&o.cohorts, &o.retention);
+                            engine.seed_written_periods(&o.engagement, &o.lifecycle, &o.churn);
+                        }
+                        s.applied
+                    }
+                    None => {
+                        let (cohorts, cells, days, periods, churn) = seed_rows(&tables[q]);
+                        *engine = Engine::new(cfg.clone());
+                        engine.seed_written(&cohorts, &cells);
+                        engine.seed_written_periods(&days, &periods, &churn);
+                        0
+                    }
+                };
+                for x in events[replay_from..crash_at].iter().filter(|x| part(x) == q) {
                     engine.apply(x);
                 }
             }
@@ -290,7 +316,16 @@ pub fn run_engine_with_restart(
         *a = (*a).max(e.ts_ms);
         if rng.random::<f64>() < flush_p {
             let q = rng.random_range(0..partitions);
-            tables[q].apply(&engines[q].flush(&|c| as_of.get(c).copied()));
+            let out = engines[q].flush(&|c| as_of.get(c).copied());
+            tables[q].apply(&out);
+            if i < crash_at {
+                if let Some(s) = &mut saved[q] {
+                    s.written_since.push(out);
+                }
+                if rng.random::<f64>() < checkpoint_p {
+                    saved[q] = Some(Saved { bytes: engines[q].snapshot(), applied: i + 1, written_since: Vec::new() });
+                }
+            }
         }
     }
     let mut total = Tables::default();
