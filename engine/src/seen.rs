@@ -56,7 +56,7 @@ impl<'de> Deserialize<'de> for Seen {
                 f.write_str("16 bytes per event id")
             }
             fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Seen, E> {
-                if bytes.len() % 16 != 0 {
+                if !bytes.len().is_multiple_of(16) {
                     return Err(E::custom("event id block is not a multiple of 16 bytes"));
                 }
                 let mut set = HashSet::with_capacity_and_hasher(bytes.len() / 16, BuildHasherDefault::default());
