@@ -12,6 +12,10 @@ pub struct ProcessorConfig {
     pub clickhouse: ClickHouseConfig,
     pub flush: FlushConfig,
     pub checkpoint: CheckpointConfig,
+    /// Which generation of the derived tables this processor writes: 0 is `clickhouse.database`
+    /// itself, N is `<database>_g<N>` (built by `processor replay`, served after `processor
+    /// switch`). Each generation has its own consumer group and checkpoint directory.
+    pub generation: u32,
     /// Metric parameters: a default and per-community overrides (time zone, windows, ...).
     pub metrics: engine::Configs,
 }
@@ -99,12 +103,25 @@ impl Default for ProcessorConfig {
             clickhouse: ClickHouseConfig::default(),
             flush: FlushConfig::default(),
             checkpoint: CheckpointConfig::default(),
+            generation: 0,
             metrics: engine::Configs::default(),
         }
     }
 }
 
 impl ProcessorConfig {
+    /// The configuration as it applies to this processor's generation: its database, consumer
+    /// group and checkpoint directory (unchanged for generation 0).
+    pub fn for_generation(mut self) -> Self {
+        let g = self.generation;
+        if g > 0 {
+            self.clickhouse.database = schemas::ddl::generation_database(&self.clickhouse.database, g);
+            self.kafka.group_id = format!("{}-g{g}", self.kafka.group_id);
+            self.checkpoint.dir = self.checkpoint.dir.join(format!("g{g}"));
+        }
+        self
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
         if self.flush.max_records == 0 {

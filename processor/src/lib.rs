@@ -5,9 +5,11 @@ pub mod assignment;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod generations;
 pub mod metrics;
 pub mod migrate;
 pub mod pipeline;
+pub mod progress;
 pub mod rows;
 pub mod store;
 

@@ -1,9 +1,14 @@
 //! `processor [run] [--config FILE]` consumes and writes; `processor migrate` only applies the
-//! ClickHouse migrations (run also applies them at start).
+//! ClickHouse migrations (run also applies them at start). For table generations (see
+//! docs/operations.md, "Replay"): `processor replay --generation N` rebuilds every derived table
+//! from the log into generation N and exits once it has caught up; `processor switch N` makes the
+//! query API serve generation N; `processor serving` prints the generation served;
+//! `processor drop-generation N` drops one that is not served.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use common::config::config_path;
 use common::{load_config, Readiness};
+use processor::generations;
 use processor::metrics::Metrics;
 use processor::migrate::migrate;
 use processor::pipeline::Pipeline;
@@ -16,28 +21,95 @@ async fn main() -> anyhow::Result<()> {
     common::telemetry::init_tracing("processor");
     let args: Vec<String> = std::env::args().collect();
     let command = args.get(1).filter(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("run");
-    let config: ProcessorConfig = load_config(config_path(&args, "PROCESSOR_").as_deref(), "PROCESSOR_")?;
+    let mut config: ProcessorConfig = load_config(config_path(&args, "PROCESSOR_").as_deref(), "PROCESSOR_")?;
     config.validate().map_err(anyhow::Error::msg).context("invalid processor configuration")?;
-    let client = config.clickhouse.client();
+    let base = config.clickhouse.database.clone();
+    let base_client = config.clickhouse.client();
     match command {
         "migrate" => {
-            let applied = migrate(&client, &config.clickhouse.database).await?;
+            generations::ensure_serving_table(&base_client, &base).await?;
+            let config = config.for_generation();
+            let applied = migrate(&config.clickhouse.client(), &config.clickhouse.database).await?;
             println!("applied migrations: {applied:?}");
             Ok(())
         }
-        "run" => run(config, client).await,
-        other => anyhow::bail!("unknown command {other:?} (expected run or migrate)"),
+        "run" => run(config.for_generation(), false).await.map(|_| ()),
+        "replay" => {
+            let generation: u32 = flag(&args, "--generation")
+                .context("usage: processor replay --generation N [--config FILE]")?
+                .parse()
+                .context("--generation: must be a whole number")?;
+            generations::ensure_serving_table(&base_client, &base).await?;
+            let resuming = generations::check_replay_target(&base_client, &base, generation).await?;
+            config.generation = generation;
+            let config = config.for_generation();
+            eprintln!(
+                "{} generation {generation} into database {} (consumer group {}, checkpoints in {})",
+                if resuming { "resuming the replay of" } else { "replaying the log into" },
+                config.clickhouse.database,
+                config.kafka.group_id,
+                config.checkpoint.dir.display()
+            );
+            if run(config, true).await? {
+                eprintln!(
+                    "generation {generation} is built. Run processors with generation = {generation} to keep it \
+                     current, then `processor switch {generation}`."
+                );
+            }
+            Ok(())
+        }
+        "switch" => {
+            let generation = positional(&args).context("usage: processor switch N")?;
+            generations::ensure_serving_table(&base_client, &base).await?;
+            let previous = generations::switch(&base_client, &base, generation).await?;
+            println!("serving generation {generation} (was {previous})");
+            Ok(())
+        }
+        "serving" => {
+            generations::ensure_serving_table(&base_client, &base).await?;
+            println!("{}", generations::serving(&base_client, &base).await?);
+            Ok(())
+        }
+        "drop-generation" => {
+            let generation = positional(&args).context("usage: processor drop-generation N")?;
+            generations::drop_generation(&base_client, &base, generation).await?;
+            let mut dir = config.clone();
+            dir.generation = generation;
+            let dir = dir.for_generation().checkpoint.dir;
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("dropped generation {generation} and its checkpoints ({})", dir.display());
+            Ok(())
+        }
+        other => bail!("unknown command {other:?} (expected run, migrate, replay, switch, serving or drop-generation)"),
     }
 }
 
-async fn run(config: ProcessorConfig, client: clickhouse::Client) -> anyhow::Result<()> {
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == name).map(|w| w[1].as_str())
+}
+
+/// The number after the command (`processor switch 2`).
+fn positional(args: &[String]) -> anyhow::Result<u32> {
+    let n = args.get(2).filter(|a| !a.starts_with("--")).context("missing generation number")?;
+    n.parse().with_context(|| format!("generation {n:?}: must be a whole number"))
+}
+
+/// Runs the pipeline of `config`'s generation; with `replay`, until it has caught up with the
+/// topic's end as of its start (true), or until a shutdown signal (false).
+async fn run(config: ProcessorConfig, replay: bool) -> anyhow::Result<bool> {
+    let client = config.clickhouse.client();
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
     let ops = common::http::ops_routes(metrics.registry.clone(), readiness.clone());
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
-    tracing::info!(listen = %config.listen, "processor ops endpoints listening");
-    tokio::spawn(async move { axum::serve(listener, ops).await });
+    // A replay runs beside the live processors: its ops port is optional.
+    match tokio::net::TcpListener::bind(config.listen).await {
+        Ok(listener) => {
+            tracing::info!(listen = %config.listen, "processor ops endpoints listening");
+            tokio::spawn(async move { axum::serve(listener, ops).await });
+        }
+        Err(e) if replay => tracing::info!(listen = %config.listen, error = %e, "no ops endpoints for this replay"),
+        Err(e) => return Err(e).with_context(|| format!("binding {}", config.listen)),
+    }
 
     // ClickHouse may come up after us: retry the migrations until it answers.
     let mut delay = Duration::from_millis(200);
@@ -53,6 +125,10 @@ async fn run(config: ProcessorConfig, client: clickhouse::Client) -> anyhow::Res
     }
     let store = Store::new(client, metrics.clone());
     let pipeline = Pipeline::start(config, store, metrics, readiness).await?;
-    pipeline.run(common::http::shutdown_signal()).await?;
-    Ok(())
+    if replay {
+        Ok(pipeline.replay(common::http::shutdown_signal()).await?)
+    } else {
+        pipeline.run(common::http::shutdown_signal()).await?;
+        Ok(true)
+    }
 }

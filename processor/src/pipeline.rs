@@ -134,6 +134,23 @@ impl Pipeline {
         self.core.partitions.values().any(PartitionState::catching_up)
     }
 
+    /// Records read towards the replay's targets, and whether every partition reached its target
+    /// (with nothing of it left unwritten).
+    fn replay_position(&self, targets: &BTreeMap<i32, (i64, i64)>) -> (i64, bool) {
+        let mut done = 0;
+        let mut finished = true;
+        for (p, (low, high)) in targets {
+            match self.core.partitions.get(p) {
+                Some(st) => {
+                    done += (st.next_offset.min(*high) - low).max(0);
+                    finished &= st.next_offset >= *high && !st.catching_up();
+                }
+                None => finished = false,
+            }
+        }
+        (done, finished && !self.core.progress_dirty)
+    }
+
     /// Applies what the consumer group changed: revoked partitions are dropped at once (nothing
     /// more is written for them: their new owner takes over from ClickHouse and the checkpoint),
     /// assigned ones are taken up and read from where their state needs them.
@@ -195,8 +212,31 @@ impl Pipeline {
     }
 
     /// Runs until `shutdown` resolves; what was consumed by then is written before returning.
-    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProcessorError> {
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ProcessorError> {
+        self.run_until(shutdown, None).await.map(|_| ())
+    }
+
+    /// Reads the topic up to its end as of now, writes everything, and returns (true), or stops
+    /// early on `shutdown` (false; a later replay resumes). Reports progress as it goes.
+    pub async fn replay(self, shutdown: impl std::future::Future<Output = ()>) -> Result<bool, ProcessorError> {
+        let topic = self.cfg.kafka.topic.clone();
+        let ids = wait_for_partitions(&self.consumer, &topic).await?;
+        let mut targets = BTreeMap::new();
+        for p in ids {
+            let (low, high) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, p))?;
+            targets.insert(p, (low, high));
+        }
+        self.run_until(shutdown, Some(targets)).await
+    }
+
+    async fn run_until(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+        targets: Option<BTreeMap<i32, (i64, i64)>>,
+    ) -> Result<bool, ProcessorError> {
         tokio::pin!(shutdown);
+        let mut progress =
+            targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));
         let interval = Duration::from_millis(self.cfg.flush.interval_ms);
         loop {
             let deadline = tokio::time::Instant::now() + interval;
@@ -238,9 +278,19 @@ impl Pipeline {
                 self.checkpoint(stop).await;
                 self.readiness.set(!self.catching_up());
             }
+            if let (Some(targets), Some(progress)) = (&targets, &mut progress) {
+                let (done, finished) = self.replay_position(targets);
+                progress.report(done);
+                if finished && !stop {
+                    self.flush(true).await?;
+                    self.checkpoint(true).await;
+                    progress.finish(done);
+                    return Ok(true);
+                }
+            }
             if stop {
                 tracing::info!("processor stopped");
-                return Ok(());
+                return Ok(false);
             }
         }
     }

@@ -14,7 +14,11 @@ async fn main() -> anyhow::Result<()> {
     let config: QueryConfig = load_config(config_path(&args, "QUERY_").as_deref(), "QUERY_")?;
     config.validate().map_err(anyhow::Error::msg).context("invalid query-api configuration")?;
     let metrics = Metrics::new()?;
-    let source: Arc<ClickHouseSource> = Arc::new(ClickHouseSource::new(config.clickhouse.client(), metrics.clone()));
+    let source: Arc<ClickHouseSource> = Arc::new(ClickHouseSource::following_generations(
+        config.clickhouse.client(),
+        &config.clickhouse.database,
+        metrics.clone(),
+    ));
     let readiness = Readiness::default();
     {
         let (source, readiness) = (source.clone(), readiness.clone());

@@ -84,11 +84,55 @@ pub trait Source: Send + Sync + 'static {
 pub struct ClickHouseSource {
     client: Client,
     metrics: crate::metrics::Metrics,
+    /// The base database, when the served generation is to be looked up (see `serving`).
+    base: Option<String>,
+    /// The generation last read from `<base>.serving`, and when.
+    serving: std::sync::Mutex<Option<(std::time::Instant, u32)>>,
 }
 
+/// How long the served generation is taken as known: a switch reaches every request within it.
+const SERVING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl ClickHouseSource {
+    /// A source that reads the client's database as it is.
     pub fn new(client: Client, metrics: crate::metrics::Metrics) -> Self {
-        ClickHouseSource { client, metrics }
+        ClickHouseSource { client, metrics, base: None, serving: Default::default() }
+    }
+
+    /// A source that reads whichever generation of the tables `processor switch` made current:
+    /// the client's database for generation 0, `<database>_g<N>` for N.
+    pub fn following_generations(client: Client, base: &str, metrics: crate::metrics::Metrics) -> Self {
+        ClickHouseSource { client, metrics, base: Some(base.to_owned()), serving: Default::default() }
+    }
+
+    /// The client of the served generation. Each query asks again, so one request can straddle
+    /// a switch only between two of its queries, within `SERVING_TTL`.
+    async fn client(&self) -> Client {
+        let Some(base) = &self.base else { return self.client.clone() };
+        let cached = *self.serving.lock().expect("never poisoned");
+        let generation = match cached {
+            Some((at, g)) if at.elapsed() < SERVING_TTL => g,
+            _ => {
+                #[derive(Row, Deserialize)]
+                struct G {
+                    g: u32,
+                }
+                let read = self.client.query(&queries::serving_generation(base)).fetch_all::<G>().await;
+                // Before any processor created the table, or while ClickHouse hiccups: keep
+                // what was served last (generation 0 at first).
+                let g = match read {
+                    Ok(rows) => rows.first().map(|r| r.g).unwrap_or(0),
+                    Err(_) => cached.map(|(_, g)| g).unwrap_or(0),
+                };
+                *self.serving.lock().expect("never poisoned") = Some((std::time::Instant::now(), g));
+                g
+            }
+        };
+        if generation == 0 {
+            self.client.clone()
+        } else {
+            self.client.clone().with_database(schemas::ddl::generation_database(base, generation))
+        }
     }
 
     fn timer(&self, what: &str) -> prometheus::HistogramTimer {
@@ -135,7 +179,13 @@ impl Source for ClickHouseSource {
                 members: u64,
             }
             let sql = queries::cohort_sizes(sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let q = self
+                .client()
+                .await
+                .query(&sql)
+                .bind(&sel.community)
+                .bind(sel.scope_key())
+                .bind(sel.granularity.as_str());
             let sizes = bind_dates(q, sel).fetch_all::<Size>().await?;
             let sql = queries::retention_cells(sel.from.is_some(), sel.to.is_some());
             let q = self
@@ -179,7 +229,7 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let sql = queries::activation(col, sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
             let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
             Ok(rows
                 .into_iter()
@@ -209,7 +259,7 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let sql = queries::conversion(col, sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
             let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
             Ok(rows
                 .into_iter()
@@ -242,8 +292,12 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let (from, to) = (sel.from.is_some(), sel.to.is_some());
-            let q =
-                self.client.query(&queries::referral_sizes(col, from, to)).bind(&sel.community).bind(sel.scope_key());
+            let q = self
+                .client()
+                .await
+                .query(&queries::referral_sizes(col, from, to))
+                .bind(&sel.community)
+                .bind(sel.scope_key());
             let sizes = bind_dates(q, sel).fetch_all::<Sizes>().await?;
             let q = self
                 .client
@@ -288,7 +342,7 @@ impl Source for ClickHouseSource {
                 members: u64,
             }
             let sql = queries::engagement(sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
             let rows = bind_dates(q, sel).fetch_all::<Day>().await?;
             Ok(rows
                 .into_iter()
@@ -323,7 +377,13 @@ impl Source for ClickHouseSource {
                 dormant: u64,
             }
             let sql = queries::lifecycle(sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let q = self
+                .client()
+                .await
+                .query(&sql)
+                .bind(&sel.community)
+                .bind(sel.scope_key())
+                .bind(sel.granularity.as_str());
             let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
             Ok(rows.into_iter().map(|p| (date(p.period), [p.new, p.returning, p.resurrecting, p.dormant])).collect())
         })
@@ -342,7 +402,13 @@ impl Source for ClickHouseSource {
                 inactive: u64,
             }
             let sql = queries::churn(sel.from.is_some(), sel.to.is_some());
-            let q = self.client.query(&sql).bind(&sel.community).bind(sel.scope_key()).bind(sel.granularity.as_str());
+            let q = self
+                .client()
+                .await
+                .query(&sql)
+                .bind(&sel.community)
+                .bind(sel.scope_key())
+                .bind(sel.granularity.as_str());
             let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
             Ok(rows
                 .into_iter()
@@ -362,7 +428,8 @@ impl Source for ClickHouseSource {
                 first_day: u16,
                 last_day: u16,
             }
-            let stats = self.client.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
+            let stats =
+                self.client().await.query(queries::COMMUNITY_STATS).bind(community).fetch_all::<Stats>().await?;
             let s = stats.first().filter(|s| s.partitions > 0);
             Ok(Freshness {
                 as_of_ms: s.map(|s| s.max_ts),
@@ -380,7 +447,7 @@ impl Source for ClickHouseSource {
             struct Lag {
                 lag: i64,
             }
-            let lag = self.client.query(queries::CONSUMER_LAG).fetch_all::<Lag>().await?;
+            let lag = self.client().await.query(queries::CONSUMER_LAG).fetch_all::<Lag>().await?;
             Ok(lag.first().map(|l| l.lag).unwrap_or(0))
         })
     }
@@ -392,7 +459,7 @@ impl Source for ClickHouseSource {
             struct Group {
                 group_id: String,
             }
-            let rows = self.client.query(queries::GROUPS).bind(community).fetch_all::<Group>().await?;
+            let rows = self.client().await.query(queries::GROUPS).bind(community).fetch_all::<Group>().await?;
             Ok(rows.into_iter().map(|g| g.group_id).collect())
         })
     }

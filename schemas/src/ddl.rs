@@ -52,6 +52,25 @@ pub fn migrations_table(db: &str) -> String {
     )
 }
 
+/// Which generation of the derived tables the query API serves: an append-only log of switches in
+/// the base database, the newest row winning (see docs/operations.md, "Replay").
+pub fn serving_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.serving (generation UInt32, switched_at_ms Int64) \
+         ENGINE = MergeTree ORDER BY switched_at_ms"
+    )
+}
+
+/// The database holding a generation's tables: the base database itself for generation 0, then
+/// `<base>_g<N>`.
+pub fn generation_database(base: &str, generation: u32) -> String {
+    if generation == 0 {
+        base.to_owned()
+    } else {
+        format!("{base}_g{generation}")
+    }
+}
+
 fn split_statements(sql: &str) -> Vec<String> {
     let without_comments: String =
         sql.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");

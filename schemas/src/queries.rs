@@ -161,6 +161,11 @@ pub const WRITTEN_ENGAGEMENT: &str = "SELECT community_id, group_id, day, partit
 pub const WRITTEN_LIFECYCLE: &str = "SELECT community_id, group_id, granularity, period, partition, new, returning, \
      resurrecting, dormant, version FROM lifecycle FINAL WHERE partition = ? AND version > ?";
 
+/// The generation being served (0 when no switch was ever made). `db` is the base database.
+pub fn serving_generation(db: &str) -> String {
+    format!("SELECT toUInt32(argMax(generation, switched_at_ms)) AS g FROM {db}.serving")
+}
+
 /// Every processor instance's largest event time per community: the `as_of` they share.
 pub const COMMUNITY_MAX_TS: &str =
     "SELECT community_id, toInt64(max(max_ts_ms)) AS ts FROM community_stats FINAL GROUP BY community_id";
@@ -206,6 +211,7 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     let mut emit = |kind: &'static str, sql: String| out.push((kind, sql));
     emit("ddl", format!("CREATE DATABASE IF NOT EXISTS {db}"));
     emit("ddl", ddl::migrations_table(db));
+    emit("ddl", ddl::serving_table(db));
     for m in ddl::MIGRATIONS {
         for s in m.statements(db) {
             emit("ddl", s);
@@ -252,6 +258,7 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     emit("query", bind(WRITTEN_CHURN, &["0", "0"]));
     emit("query", CONSUMER_LAG.to_string());
     emit("query", COMMUNITY_MAX_TS.to_string());
+    emit("query", serving_generation(db));
     for t in DERIVED_TABLES {
         emit("query", bind(&max_version(t), &["0"]));
     }

@@ -1,0 +1,115 @@
+//! Replay into a new generation of the tables: with the activation window changed from 7 to 3
+//! days, `processor replay --generation 1` rebuilds every derived table from the log while the
+//! API keeps serving generation 0 (checked while the replay runs and after it ends), then
+//! `processor switch 1` makes the API serve the new tables, which equal the reference computed
+//! with the new window. Dropping the served generation is refused; after switching back, the new
+//! one is dropped.
+
+use e2e_tests::{wait_for, Stack, READ_KEY, WRITE_KEY};
+use reqwest::blocking::Client;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[test]
+fn replay_with_a_new_activation_window_switches_atomically() {
+    let stack = Stack::start("replay", 2).expect("stack starts");
+    let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let spec = generator::Spec {
+        community_id: "e2e".into(),
+        seed: 5,
+        members: 400,
+        groups: 3,
+        days: 90,
+        ..Default::default()
+    };
+    let events = generator::generate(&spec);
+    for chunk in events.chunks(500) {
+        let body: String = chunk.iter().map(|e| e.to_json().to_string() + "\n").collect();
+        let resp = client
+            .post(format!("{}/v1/events", stack.ingest_url))
+            .bearer_auth(WRITE_KEY)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let expected = events.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
+    let url = format!("{}/v1/communities/e2e/freshness", stack.query_url);
+    wait_for("every event counted", Duration::from_secs(120), || {
+        let v: Value = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
+        v["events_processed"].as_u64() == Some(expected)
+    })
+    .unwrap_or_else(|e| panic!("{e}; logs in {}", stack.dir.display()));
+
+    let query_url = stack.query_url.clone();
+    let get = |path: &str| -> (u16, Value) {
+        let resp = client.get(format!("{query_url}{path}")).bearer_auth(READ_KEY).send().unwrap();
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    };
+    let old = reference::Params::default();
+    let new = reference::Params { activation_window_days: 3, ..reference::Params::default() };
+    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &old);
+    assert!(cells > 10_000);
+    let activation = "/v1/communities/e2e/activation?granularity=week";
+    let served_before = get(activation).1;
+
+    let mut replay = stack
+        .tool("processor")
+        .unwrap()
+        .args(["replay", "--generation", "1"])
+        .env("PROCESSOR_METRICS__DEFAULT__ACTIVATION_WINDOW_DAYS", "3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut checks_during_replay = 0;
+    while replay.try_wait().unwrap().is_none() {
+        assert_eq!(get(activation).1, served_before, "the API changed before the switch");
+        checks_during_replay += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = replay.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay failed: {stderr}");
+    assert!(stderr.contains("generation 1 is built"), "{stderr}");
+    println!("checked the served answer {checks_during_replay} times during the replay");
+    if let Some(line) = stderr.lines().rev().find(|l| l.contains("caught up")) {
+        println!("{line}");
+    }
+    assert!(checks_during_replay > 0);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get(activation).1, served_before, "the API changed before the switch");
+
+    let processor = |args: &[&str]| {
+        let out = stack.tool("processor").unwrap().args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = processor(&["switch", "1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("serving generation 1 (was 0)"), "{text}");
+    // The API's cached generation and response cache each last a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_ne!(get(activation).1, served_before, "a 3-day window must change some activation counts");
+    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &new);
+    println!("after the switch: {cells} cells equal to the reference with a 3-day activation window");
+
+    let (ok, text) = processor(&["drop-generation", "1"]);
+    assert!(!ok && text.contains("is being served"), "{text}");
+    let (ok, text) = processor(&["drop-generation", "0"]);
+    assert!(!ok && text.contains("not dropped"), "{text}");
+    let (ok, text) = processor(&["replay", "--generation", "1"]);
+    assert!(!ok && text.contains("is the generation being served"), "{text}");
+    let (ok, text) = processor(&["switch", "0"]);
+    assert!(ok, "{text}");
+    let (ok, text) = processor(&["drop-generation", "1"]);
+    assert!(ok, "{text}");
+    let dbs = stack.sql("SELECT count() FROM system.databases WHERE name = 'e2e_replay_g1'").unwrap();
+    assert_eq!(dbs.trim(), "0");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(get(activation).1, served_before, "switching back serves generation 0 again");
+}
