@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
             println!("applied migrations: {applied:?}");
             Ok(())
         }
-        "run" => run(config.for_generation(), false).await.map(|_| ()),
+        "run" => run(config.for_generation(), &base, false).await.map(|_| ()),
         "replay" => {
             let generation: u32 = flag(&args, "--generation")
                 .context("usage: processor replay --generation N [--config FILE]")?
@@ -50,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
                 config.kafka.group_id,
                 config.checkpoint.dir.display()
             );
-            if run(config, true).await? {
+            if run(config, &base, true).await? {
                 eprintln!(
                     "generation {generation} is built. Run processors with generation = {generation} to keep it \
                      current, then `processor switch {generation}`."
@@ -96,7 +96,7 @@ fn positional(args: &[String]) -> anyhow::Result<u32> {
 
 /// Runs the pipeline of `config`'s generation; with `replay`, until it has caught up with the
 /// topic's end as of its start (true), or until a shutdown signal (false).
-async fn run(config: ProcessorConfig, replay: bool) -> anyhow::Result<bool> {
+async fn run(config: ProcessorConfig, base: &str, replay: bool) -> anyhow::Result<bool> {
     let client = config.clickhouse.client();
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
@@ -114,7 +114,11 @@ async fn run(config: ProcessorConfig, replay: bool) -> anyhow::Result<bool> {
     // ClickHouse may come up after us: retry the migrations until it answers.
     let mut delay = Duration::from_millis(200);
     loop {
-        match migrate(&client, &config.clickhouse.database).await {
+        let migrated = match generations::ensure_serving_table(&client, base).await {
+            Ok(()) => migrate(&client, &config.clickhouse.database).await,
+            Err(e) => Err(e),
+        };
+        match migrated {
             Ok(_) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for ClickHouse");

@@ -239,6 +239,11 @@ impl Pipeline {
             targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));
         let interval = Duration::from_millis(self.cfg.flush.interval_ms);
         loop {
+            if let Some(p) = &mut progress {
+                if !self.core.partitions.is_empty() {
+                    p.start();
+                }
+            }
             let deadline = tokio::time::Instant::now() + interval;
             let mut consumed = 0usize;
             let mut stop = false;

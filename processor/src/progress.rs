@@ -6,23 +6,29 @@ use std::time::{Duration, Instant};
 
 pub struct Progress {
     total: i64,
-    started: Instant,
+    /// Set once the partitions are taken up: the wait for the consumer group is not reading time.
+    started: Option<Instant>,
     last_report: Option<Instant>,
     terminal: bool,
 }
 
 impl Progress {
     pub fn new(total: i64) -> Self {
-        Progress { total, started: Instant::now(), last_report: None, terminal: std::io::stderr().is_terminal() }
+        Progress { total, started: None, last_report: None, terminal: std::io::stderr().is_terminal() }
     }
 
     fn line(&self, done: i64) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
+        let secs = self.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0).max(1e-3);
         let rate = done as f64 / secs;
         let left = (self.total - done).max(0) as f64;
         let eta = if rate > 0.0 { format!("{:.0} s", left / rate) } else { "unknown".into() };
         let pct = if self.total > 0 { 100.0 * done as f64 / self.total as f64 } else { 100.0 };
         format!("replay: {done} of {} records ({pct:.1}%), {rate:.0} records/s, ETA {eta}", self.total)
+    }
+
+    /// Starts the clock (once): called when the partitions have been taken up.
+    pub fn start(&mut self) {
+        self.started.get_or_insert_with(Instant::now);
     }
 
     pub fn report(&mut self, done: i64) {
@@ -47,7 +53,7 @@ impl Progress {
         tracing::info!(
             done,
             total = self.total,
-            elapsed_s = self.started.elapsed().as_secs_f64(),
+            elapsed_s = self.started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0),
             "replay caught up with the topic's end as of its start"
         );
     }

@@ -280,11 +280,17 @@ impl Stack {
     /// Starts one more processor instance in the same consumer group (its own ops port and log);
     /// returns its name, for `kill_named`.
     pub fn start_extra_processor(&mut self) -> Result<String> {
+        self.start_extra_processor_with(&[])
+    }
+
+    /// Like `start_extra_processor`, with extra environment (another generation, say).
+    pub fn start_extra_processor_with(&mut self, env: &[(&str, &str)]) -> Result<String> {
         let port = free_port();
         let mut cmd = Command::new(service_bin("processor")?);
         for (k, v) in &self.processor_env {
             cmd.env(k, v);
         }
+        cmd.envs(env.iter().copied());
         cmd.env("PROCESSOR_LISTEN", format!("127.0.0.1:{port}"));
         let n = self.procs.iter().filter(|p| p.name.starts_with("processor")).count();
         let name = format!("processor-{n}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 #[test]
 fn replay_with_a_new_activation_window_switches_atomically() {
-    let stack = Stack::start("replay", 2).expect("stack starts");
+    let mut stack = Stack::start("replay", 2).expect("stack starts");
     let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let spec = generator::Spec {
         community_id: "e2e".into(),
@@ -82,14 +82,7 @@ fn replay_with_a_new_activation_window_switches_atomically() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(get(activation).1, served_before, "the API changed before the switch");
 
-    let processor = |args: &[&str]| {
-        let out = stack.tool("processor").unwrap().args(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let (ok, text) = processor(&["switch", "1"]);
+    let (ok, text) = processor(&stack, &["switch", "1"]);
     assert!(ok, "{text}");
     assert!(text.contains("serving generation 1 (was 0)"), "{text}");
     // The API's cached generation and response cache each last a second.
@@ -98,18 +91,69 @@ fn replay_with_a_new_activation_window_switches_atomically() {
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &new);
     println!("after the switch: {cells} cells equal to the reference with a 3-day activation window");
 
-    let (ok, text) = processor(&["drop-generation", "1"]);
+    // Generation 1 kept current: a processor of generation 1 resumes from the replay's
+    // checkpoints and counts events sent after the switch.
+    stack
+        .start_extra_processor_with(&[
+            ("PROCESSOR_GENERATION", "1"),
+            ("PROCESSOR_METRICS__DEFAULT__ACTIVATION_WINDOW_DAYS", "3"),
+        ])
+        .unwrap();
+    let later = generator::generate(&generator::Spec {
+        community_id: "e2e".into(),
+        seed: 6,
+        members: 60,
+        days: 20,
+        ..Default::default()
+    });
+    let later: Vec<_> = later
+        .into_iter()
+        .map(|mut e| {
+            e.event_id = format!("later-{}", e.event_id);
+            e.member_id = format!("later-{}", e.member_id);
+            e
+        })
+        .collect();
+    let body: String = later.iter().map(|e| e.to_json().to_string() + "\n").collect();
+    let resp = client
+        .post(format!("{}/v1/events", stack.ingest_url))
+        .bearer_auth(WRITE_KEY)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let all: Vec<_> = events.iter().chain(&later).cloned().collect();
+    let expected_all = all.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
+    wait_for("generation 1 counts the later events", Duration::from_secs(120), || {
+        let v: Value = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
+        v["events_processed"].as_u64() == Some(expected_all)
+    })
+    .unwrap_or_else(|e| panic!("{e}; logs in {}", stack.dir.display()));
+    std::thread::sleep(Duration::from_millis(2500));
+    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &new);
+    println!("generation 1 kept current by its own processor: {cells} cells equal to the reference");
+
+    let (ok, text) = processor(&stack, &["drop-generation", "1"]);
     assert!(!ok && text.contains("is being served"), "{text}");
-    let (ok, text) = processor(&["drop-generation", "0"]);
+    let (ok, text) = processor(&stack, &["drop-generation", "0"]);
     assert!(!ok && text.contains("not dropped"), "{text}");
-    let (ok, text) = processor(&["replay", "--generation", "1"]);
+    let (ok, text) = processor(&stack, &["replay", "--generation", "1"]);
     assert!(!ok && text.contains("is the generation being served"), "{text}");
-    let (ok, text) = processor(&["switch", "0"]);
+    let (ok, text) = processor(&stack, &["switch", "0"]);
     assert!(ok, "{text}");
-    let (ok, text) = processor(&["drop-generation", "1"]);
+    let (ok, text) = processor(&stack, &["drop-generation", "1"]);
     assert!(ok, "{text}");
     let dbs = stack.sql("SELECT count() FROM system.databases WHERE name = 'e2e_replay_g1'").unwrap();
     assert_eq!(dbs.trim(), "0");
+    // Generation 0's own processor kept counting meanwhile, with its 7-day window.
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(get(activation).1, served_before, "switching back serves generation 0 again");
+    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &old);
+    println!("switched back to generation 0: {cells} cells equal to the reference with a 7-day window");
+}
+
+/// Runs `processor ARGS` with the stack's configuration: (success, stdout + stderr).
+fn processor(stack: &Stack, args: &[&str]) -> (bool, String) {
+    let out = stack.tool("processor").unwrap().args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }

@@ -1,6 +1,8 @@
 //! Load run: starts a whole stack on loopback (the e2e harness), posts a generated community
 //! through `POST /v1/events` with a given batch size and concurrency, and reports ingest
 //! events/s and the time from the last accepted event to the tables being complete (freshness).
+//! Then it replays the whole topic into generation 1 (`processor replay`) and reports the replay
+//! rate: records read from Kafka and written as derived tables per second.
 //!
 //!   cargo build --release --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
 
@@ -24,6 +26,7 @@ async fn main() -> Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     println!("| batch | events | concurrency | ingest events/s | last event sent → tables complete |");
     println!("|---|---|---|---|---|");
+    let mut total_events = 0;
     for batch in batches {
         let community = format!("load-{batch}");
         let spec =
@@ -77,12 +80,34 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let complete = sent_at.elapsed();
+        total_events += events.len();
         println!(
             "| {batch} | {} | {concurrency} | {:.0} | {:.2} s |",
             events.len(),
             events.len() as f64 / sent.as_secs_f64(),
             complete.as_secs_f64()
         );
+    }
+    let records: usize = total_events;
+    let started = Instant::now();
+    let out = stack.tool("processor")?.args(["replay", "--generation", "1"]).output()?;
+    let wall = started.elapsed().as_secs_f64();
+    let log = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("replay failed: {}{log}", String::from_utf8_lossy(&out.stderr));
+    }
+    // The replay's own measure: from its start of reading to caught up (no process start, group join).
+    let reading: Option<f64> = log
+        .lines()
+        .find(|l| l.contains("caught up"))
+        .and_then(|l| l.split("elapsed_s=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok());
+    println!();
+    println!("| replay into generation 1 | records | wall time (process start to exit) | reading time | records/s (reading) |");
+    println!("|---|---|---|---|---|");
+    if let Some(r) = reading {
+        println!("| all of the topic | {records} | {wall:.2} s | {r:.2} s | {:.0} |", records as f64 / r);
     }
     drop(stack);
     Ok(())
