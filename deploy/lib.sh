@@ -43,6 +43,19 @@ ensure_tansu() {
     "$TANSU_BIN" --version >&2
 }
 
+# Tansu with its SQLite storage engine, for the test that restarts the broker and expects its data
+# back (the prebuilt binary above keeps everything in memory). Built from crates.io: about 14
+# minutes on 2 cores, once per machine (the binary and its build dir stay under $TOOLS).
+tansu_durable_bin() { echo "$TOOLS/tansu-durable/bin/tansu"; }
+
+ensure_tansu_durable() {
+    if [ -x "$(tansu_durable_bin)" ]; then return 0; fi
+    log "building tansu 0.6.0 with durable (SQLite) storage from crates.io (about 14 minutes, once)"
+    CARGO_TARGET_DIR="$TOOLS/tansu-durable-build" cargo install --quiet tansu --version 0.6.0 \
+        --no-default-features --features libsql --root "$TOOLS/tansu-durable"
+    "$(tansu_durable_bin)" --version >&2
+}
+
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }

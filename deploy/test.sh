@@ -10,8 +10,11 @@ STARTED=$(date +%s)
 
 ensure_clickhouse
 ensure_tansu
+ensure_tansu_durable
 ensure_chromium
 export TANSU_BIN
+TANSU_DURABLE_BIN="$(tansu_durable_bin)"
+export TANSU_DURABLE_BIN
 if ! python3 -c 'import chdb' 2>/dev/null; then
     log "installing chdb-core (a current ClickHouse engine, in-process) from PyPI"
     python3 -m pip install --quiet chdb-core

