@@ -44,15 +44,17 @@ ensure_tansu() {
 }
 
 # Tansu with its SQLite storage engine, for the test that restarts the broker and expects its data
-# back (the prebuilt binary above keeps everything in memory). Built from crates.io: about 14
-# minutes on 2 cores, once per machine (the binary and its build dir stay under $TOOLS).
+# back (the prebuilt binary above keeps everything in memory). Built from crates.io once per
+# machine, as a debug build (9 minutes on 2 cores next to other builds; an optimised one took 25):
+# the test sends a few thousand events. The binary stays under $TOOLS.
 tansu_durable_bin() { echo "$TOOLS/tansu-durable/bin/tansu"; }
 
 ensure_tansu_durable() {
     if [ -x "$(tansu_durable_bin)" ]; then return 0; fi
-    log "building tansu 0.6.0 with durable (SQLite) storage from crates.io (about 14 minutes, once)"
-    CARGO_TARGET_DIR="$TOOLS/tansu-durable-build" cargo install --quiet tansu --version 0.6.0 \
+    log "building tansu 0.6.0 with durable (SQLite) storage from crates.io (several minutes, once)"
+    CARGO_TARGET_DIR="$TOOLS/tansu-durable-build" cargo install --quiet --debug tansu --version 0.6.0 \
         --no-default-features --features libsql --root "$TOOLS/tansu-durable"
+    rm -rf "$TOOLS/tansu-durable-build"
     "$(tansu_durable_bin)" --version >&2
 }
 

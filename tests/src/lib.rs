@@ -6,6 +6,7 @@
 //! `TANSU_BIN`, or from where `deploy/lib.sh` installs them.
 
 pub mod compare;
+pub mod load;
 pub mod webdriver;
 
 use anyhow::{bail, Context, Result};

@@ -9,15 +9,9 @@
 //! "more or less than one row") and then refuses every request, so a new producer id is needed.
 //! Apache Kafka keeps producer state across restarts; see docs/operations.md.
 
-use e2e_tests::{wait_for, Stack, READ_KEY, WRITE_KEY};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use e2e_tests::{load, Stack, READ_KEY};
 use reqwest::blocking::Client;
 use serde_json::Value;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[test]
@@ -33,41 +27,8 @@ fn a_durable_broker_restarted_mid_load_loses_nothing() {
         ..Default::default()
     };
     let events = generator::generate(&spec);
-    let mut rng = ChaCha8Rng::seed_from_u64(32);
-    let mut sent: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
-    let dups: Vec<Value> = sent.iter().filter(|_| rng.random_bool(0.1)).cloned().collect();
-    sent.extend(dups);
-    sent.shuffle(&mut rng);
-
-    let refused = Arc::new(AtomicUsize::new(0));
-    let ingest = stack.ingest_url.clone();
-    let loader = {
-        let (client, refused) = (client.clone(), refused.clone());
-        std::thread::spawn(move || {
-            let chunks = sent.len().div_ceil(100);
-            let pause = 16_000 / chunks as u64;
-            for chunk in sent.chunks(100) {
-                let body: String = chunk.iter().map(|v| v.to_string() + "\n").collect();
-                loop {
-                    let resp = client
-                        .post(format!("{ingest}/v1/events"))
-                        .bearer_auth(WRITE_KEY)
-                        .header("content-type", "application/x-ndjson")
-                        .body(body.clone())
-                        .send();
-                    match resp.map(|r| r.status().as_u16()) {
-                        Ok(200) => break,
-                        Ok(503) | Ok(429) | Err(_) => {
-                            refused.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(Duration::from_millis(500));
-                        }
-                        Ok(other) => panic!("unexpected status {other}"),
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(pause));
-            }
-        })
-    };
+    let loader =
+        load::paced(&client, &stack.ingest_url, load::shuffled_with_duplicates(&events, 32), Duration::from_secs(16));
     std::thread::sleep(Duration::from_secs(5));
     assert!(!loader.is_finished(), "the load ended before the broker was killed");
     stack.kill_broker();
@@ -75,18 +36,10 @@ fn a_durable_broker_restarted_mid_load_loses_nothing() {
     stack.kill_ingest();
     stack.restart_broker().unwrap();
     stack.start_ingest().unwrap();
-    loader.join().unwrap();
-    let refused = refused.load(Ordering::Relaxed);
+    let refused = loader.join().unwrap();
     assert!(refused > 0, "no request was refused while the broker was down");
-
-    let expected = events.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
-    let url = format!("{}/v1/communities/e2e/freshness", stack.query_url);
-    let mut last = Value::Null;
-    wait_for("every event counted after the broker restart", Duration::from_secs(180), || {
-        last = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
-        last["events_processed"].as_u64() == Some(expected)
-    })
-    .unwrap_or_else(|e| panic!("{e}; last {last}; logs in {}", stack.dir.display()));
+    let expected = load::distinct(&events);
+    load::wait_counted(&client, &stack, "e2e", expected, Duration::from_secs(180));
     let mut get = |path: &str| {
         let resp = client.get(format!("{}{path}", stack.query_url)).bearer_auth(READ_KEY).send().unwrap();
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))

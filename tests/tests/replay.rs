@@ -5,10 +5,9 @@
 //! with the new window. Dropping the served generation is refused; after switching back, the new
 //! one is dropped.
 
-use e2e_tests::{wait_for, Stack, READ_KEY, WRITE_KEY};
+use e2e_tests::{load, Stack, READ_KEY};
 use reqwest::blocking::Client;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[test]
@@ -24,25 +23,10 @@ fn replay_with_a_new_activation_window_switches_atomically() {
         ..Default::default()
     };
     let events = generator::generate(&spec);
-    for chunk in events.chunks(500) {
-        let body: String = chunk.iter().map(|e| e.to_json().to_string() + "\n").collect();
-        let resp = client
-            .post(format!("{}/v1/events", stack.ingest_url))
-            .bearer_auth(WRITE_KEY)
-            .header("content-type", "application/x-ndjson")
-            .body(body)
-            .send()
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-    }
-    let expected = events.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
-    let url = format!("{}/v1/communities/e2e/freshness", stack.query_url);
-    wait_for("every event counted", Duration::from_secs(120), || {
-        let v: Value = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
-        v["events_processed"].as_u64() == Some(expected)
-    })
-    .unwrap_or_else(|e| panic!("{e}; logs in {}", stack.dir.display()));
-
+    let sent: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
+    load::paced(&client, &stack.ingest_url, sent, Duration::ZERO).join().unwrap();
+    let expected = load::distinct(&events);
+    load::wait_counted(&client, &stack, "e2e", expected, Duration::from_secs(120));
     let query_url = stack.query_url.clone();
     let get = |path: &str| -> (u16, Value) {
         let resp = client.get(format!("{query_url}{path}")).bearer_auth(READ_KEY).send().unwrap();
@@ -114,22 +98,10 @@ fn replay_with_a_new_activation_window_switches_atomically() {
             e
         })
         .collect();
-    let body: String = later.iter().map(|e| e.to_json().to_string() + "\n").collect();
-    let resp = client
-        .post(format!("{}/v1/events", stack.ingest_url))
-        .bearer_auth(WRITE_KEY)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let later_json: Vec<Value> = later.iter().map(|e| e.to_json()).collect();
+    load::paced(&client, &stack.ingest_url, later_json, Duration::ZERO).join().unwrap();
     let all: Vec<_> = events.iter().chain(&later).cloned().collect();
-    let expected_all = all.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
-    wait_for("generation 1 counts the later events", Duration::from_secs(120), || {
-        let v: Value = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
-        v["events_processed"].as_u64() == Some(expected_all)
-    })
-    .unwrap_or_else(|e| panic!("{e}; logs in {}", stack.dir.display()));
+    load::wait_counted(&client, &stack, "e2e", load::distinct(&all), Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(2500));
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &new);
     println!("generation 1 kept current by its own processor: {cells} cells equal to the reference");

@@ -4,13 +4,9 @@
 //! every cell of every endpoint equals the reference, as with one instance, and the archive holds
 //! each event once.
 
-use e2e_tests::{wait_for, Stack, READ_KEY, WRITE_KEY};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use e2e_tests::{load, wait_for, Stack, READ_KEY};
 use reqwest::blocking::Client;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[test]
@@ -26,32 +22,8 @@ fn two_instances_with_a_join_and_a_kill_give_the_tables_of_one() {
         ..Default::default()
     };
     let events = generator::generate(&spec);
-    let mut rng = ChaCha8Rng::seed_from_u64(92);
-    let mut sent: Vec<Value> = events.iter().map(|e| e.to_json()).collect();
-    let dups: Vec<Value> = sent.iter().filter(|_| rng.random_bool(0.1)).cloned().collect();
-    sent.extend(dups);
-    sent.shuffle(&mut rng);
-
-    let ingest = stack.ingest_url.clone();
-    let loader = {
-        let client = client.clone();
-        std::thread::spawn(move || {
-            let chunks = sent.len().div_ceil(100);
-            let pause = 24_000 / chunks as u64;
-            for chunk in sent.chunks(100) {
-                let body: String = chunk.iter().map(|v| v.to_string() + "\n").collect();
-                let resp = client
-                    .post(format!("{ingest}/v1/events"))
-                    .bearer_auth(WRITE_KEY)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body)
-                    .send()
-                    .unwrap();
-                assert_eq!(resp.status(), 200);
-                std::thread::sleep(Duration::from_millis(pause));
-            }
-        })
-    };
+    let loader =
+        load::paced(&client, &stack.ingest_url, load::shuffled_with_duplicates(&events, 92), Duration::from_secs(24));
     std::thread::sleep(Duration::from_secs(5));
     let second = stack.start_extra_processor().unwrap();
     // Both instances hold partitions before the first one dies.
@@ -64,15 +36,7 @@ fn two_instances_with_a_join_and_a_kill_give_the_tables_of_one() {
     stack.kill_named("processor-0");
     let taken_before_kill = stack.partitions_taken_up(&second);
     loader.join().unwrap();
-
-    let expected = events.iter().map(|e| &e.event_id).collect::<HashSet<_>>().len() as u64;
-    let url = format!("{}/v1/communities/e2e/freshness", stack.query_url);
-    let mut last = Value::Null;
-    wait_for("every event counted", Duration::from_secs(180), || {
-        last = client.get(&url).bearer_auth(READ_KEY).send().and_then(|r| r.json()).unwrap_or(Value::Null);
-        last["events_processed"].as_u64() == Some(expected)
-    })
-    .unwrap_or_else(|e| panic!("{e}; last {last}; logs in {}", stack.dir.display()));
+    load::wait_counted(&client, &stack, "e2e", load::distinct(&events), Duration::from_secs(180));
     // The instance that did not see the newest event learns the community's `as_of` from what the
     // other wrote, at its next progress round (every 2 s), then rewrites its cells up to it.
     std::thread::sleep(Duration::from_secs(6));
@@ -91,5 +55,5 @@ fn two_instances_with_a_join_and_a_kill_give_the_tables_of_one() {
     );
     assert!(cells > 10_000);
     let archived = stack.sql("SELECT count() FROM events_raw FINAL WHERE community_id = 'e2e'").unwrap();
-    assert_eq!(archived.trim().parse::<u64>().unwrap(), expected);
+    assert_eq!(archived.trim().parse::<u64>().unwrap(), load::distinct(&events));
 }
