@@ -1,0 +1,44 @@
+//! The demo configuration parses with every section (checkpoints included), a generation's
+//! configuration gets its own database, consumer group and checkpoint directory, and mistakes
+//! name the field.
+
+use processor::ProcessorConfig;
+use std::path::{Path, PathBuf};
+
+#[test]
+fn the_demo_configuration_loads_and_validates() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo/processor.toml");
+    let cfg: ProcessorConfig = common::load_config(Some(&path), "PROCESSOR_TEST_UNUSED_").unwrap();
+    cfg.validate().unwrap();
+    assert!(cfg.checkpoint.enabled);
+    assert_eq!((cfg.checkpoint.dir.clone(), cfg.checkpoint.interval_secs), (PathBuf::from("checkpoints"), 30));
+    assert_eq!((cfg.kafka.session_timeout_ms, cfg.kafka.max_poll_interval_ms), (10_000, 300_000));
+    assert_eq!(cfg.generation, 0);
+    assert_eq!(cfg.metrics.get("demo").timezone.name(), "Asia/Shanghai");
+}
+
+#[test]
+fn a_generation_has_its_own_database_group_and_checkpoints() {
+    let base = ProcessorConfig::default();
+    let same = base.clone().for_generation();
+    assert_eq!(
+        (same.clickhouse.database.as_str(), same.kafka.group_id.as_str(), same.checkpoint.dir.clone()),
+        ("engagement", "engagement-processor", PathBuf::from("checkpoints"))
+    );
+    let g2 = ProcessorConfig { generation: 2, ..base }.for_generation();
+    assert_eq!(
+        (g2.clickhouse.database.as_str(), g2.kafka.group_id.as_str(), g2.checkpoint.dir.clone()),
+        ("engagement_g2", "engagement-processor-g2", PathBuf::from("checkpoints/g2"))
+    );
+    g2.validate().unwrap();
+}
+
+#[test]
+fn an_unknown_field_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("processor-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[checkpoint]\ninterval_seconds = 3\n").unwrap();
+    let err = common::load_config::<ProcessorConfig>(Some(&path), "PROCESSOR_TEST_UNUSED_").unwrap_err().to_string();
+    assert!(err.contains("interval_seconds"), "{err}");
+}
