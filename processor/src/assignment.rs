@@ -32,6 +32,12 @@ impl GroupContext {
         std::mem::take(&mut *self.changes.lock().expect("never poisoned"))
     }
 
+    /// Puts a change back in front of the newer ones (a partition that could not be taken up
+    /// yet is tried again on the next round, after the consumer was polled).
+    pub fn retry_first(&self, change: Change) {
+        self.changes.lock().expect("never poisoned").insert(0, change);
+    }
+
     fn partitions(&self, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
         tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
     }

@@ -155,7 +155,8 @@ impl Pipeline {
     /// more is written for them: their new owner takes over from ClickHouse and the checkpoint),
     /// assigned ones are taken up and read from where their state needs them.
     async fn apply_group_changes(&mut self) -> Result<(), ProcessorError> {
-        for change in self.group.take() {
+        let mut changes = self.group.take().into_iter();
+        while let Some(change) = changes.next() {
             match change {
                 Change::Revoked(ps) => {
                     for p in &ps {
@@ -165,36 +166,48 @@ impl Pipeline {
                     tracing::info!(partitions = ?ps, owned = ?self.core.partitions.keys().collect::<Vec<_>>(), "partitions given up");
                 }
                 Change::Assigned(ps) => {
+                    let mut not_yet = Vec::new();
                     for p in ps {
                         if self.core.partitions.contains_key(&p) {
                             continue;
                         }
-                        let (st, offset) = open_partition(
-                            &self.cfg,
-                            &self.store,
-                            self.checkpoints.as_ref(),
-                            &self.consumer,
-                            &self.core.metrics,
-                            p,
-                        )
-                        .await?;
-                        for (c, ts) in st.engine.max_ts_by_community() {
-                            let a = self.core.as_of.entry(c.to_owned()).or_insert(ts);
-                            *a = (*a).max(ts);
+                        // The broker or ClickHouse may be coming back: a partition that cannot be
+                        // taken up now stays paused and is tried again after the next poll.
+                        if let Err(e) = self.take_up(p).await {
+                            tracing::warn!(partition = p, error = %e, "partition not taken up yet; retrying");
+                            not_yet.push(p);
                         }
-                        let topic = &self.cfg.kafka.topic;
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(topic, p, offset)?;
-                        tokio::task::block_in_place(|| {
-                            self.consumer.seek_partitions(tpl.clone(), Duration::from_secs(10))
-                        })?;
-                        self.consumer.resume(&tpl)?;
-                        self.core.partitions.insert(p, st);
-                        self.core.progress_dirty = true;
+                    }
+                    if !not_yet.is_empty() {
+                        let rest: Vec<Change> = changes.by_ref().collect();
+                        for c in rest.into_iter().rev() {
+                            self.group.retry_first(c);
+                        }
+                        self.group.retry_first(Change::Assigned(not_yet));
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        return Ok(());
                     }
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn take_up(&mut self, p: i32) -> Result<(), ProcessorError> {
+        let (st, offset) =
+            open_partition(&self.cfg, &self.store, self.checkpoints.as_ref(), &self.consumer, &self.core.metrics, p)
+                .await?;
+        let topic = &self.cfg.kafka.topic;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, offset)?;
+        tokio::task::block_in_place(|| self.consumer.seek_partitions(tpl.clone(), Duration::from_secs(10)))?;
+        self.consumer.resume(&tpl)?;
+        for (c, ts) in st.engine.max_ts_by_community() {
+            let a = self.core.as_of.entry(c.to_owned()).or_insert(ts);
+            *a = (*a).max(ts);
+        }
+        self.core.partitions.insert(p, st);
+        self.core.progress_dirty = true;
         Ok(())
     }
 
