@@ -189,7 +189,8 @@ impl Source for ClickHouseSource {
             let sizes = bind_dates(q, sel).fetch_all::<Size>().await?;
             let sql = queries::retention_cells(sel.from.is_some(), sel.to.is_some());
             let q = self
-                .client
+                .client()
+                .await
                 .query(&sql)
                 .bind(&sel.community)
                 .bind(sel.scope_key())
@@ -300,7 +301,8 @@ impl Source for ClickHouseSource {
                 .bind(sel.scope_key());
             let sizes = bind_dates(q, sel).fetch_all::<Sizes>().await?;
             let q = self
-                .client
+                .client()
+                .await
                 .query(&queries::referral_invited(col, from, to))
                 .bind(&sel.community)
                 .bind(sel.scope_key())

@@ -1,5 +1,5 @@
 //! Replay into a new generation of the tables: with the activation window changed from 7 to 3
-//! days, `processor replay --generation 1` rebuilds every derived table from the log while the
+//! days and the time zone from UTC to Asia/Shanghai, `processor replay --generation 1` rebuilds every derived table from the log while the
 //! API keeps serving generation 0 (checked while the replay runs and after it ends), then
 //! `processor switch 1` makes the API serve the new tables, which equal the reference computed
 //! with the new window. Dropping the served generation is refused; after switching back, the new
@@ -33,7 +33,13 @@ fn replay_with_a_new_activation_window_switches_atomically() {
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     };
     let old = reference::Params::default();
-    let new = reference::Params { activation_window_days: 3, ..reference::Params::default() };
+    // A time zone as well as the window: then every table differs between the generations, so an
+    // API query left on the old generation's database shows.
+    let new = reference::Params {
+        activation_window_days: 3,
+        tz: "Asia/Shanghai".parse().unwrap(),
+        ..reference::Params::default()
+    };
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &old);
     assert!(cells > 10_000);
     let activation = "/v1/communities/e2e/activation?granularity=week";
@@ -44,6 +50,7 @@ fn replay_with_a_new_activation_window_switches_atomically() {
         .unwrap()
         .args(["replay", "--generation", "1"])
         .env("PROCESSOR_METRICS__DEFAULT__ACTIVATION_WINDOW_DAYS", "3")
+        .env("PROCESSOR_METRICS__DEFAULT__TIMEZONE", "Asia/Shanghai")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -81,6 +88,7 @@ fn replay_with_a_new_activation_window_switches_atomically() {
         .start_extra_processor_with(&[
             ("PROCESSOR_GENERATION", "1"),
             ("PROCESSOR_METRICS__DEFAULT__ACTIVATION_WINDOW_DAYS", "3"),
+            ("PROCESSOR_METRICS__DEFAULT__TIMEZONE", "Asia/Shanghai"),
         ])
         .unwrap();
     let later = generator::generate(&generator::Spec {
