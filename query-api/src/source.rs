@@ -82,7 +82,9 @@ pub trait Source: Send + Sync + 'static {
 }
 
 pub struct ClickHouseSource {
-    client: Client,
+    /// The configured database's client; queries go through `client()`, which picks the served
+    /// generation's database.
+    base_client: Client,
     metrics: crate::metrics::Metrics,
     /// The base database, when the served generation is to be looked up (see `serving`).
     base: Option<String>,
@@ -96,19 +98,19 @@ const SERVING_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 impl ClickHouseSource {
     /// A source that reads the client's database as it is.
     pub fn new(client: Client, metrics: crate::metrics::Metrics) -> Self {
-        ClickHouseSource { client, metrics, base: None, serving: Default::default() }
+        ClickHouseSource { base_client: client, metrics, base: None, serving: Default::default() }
     }
 
     /// A source that reads whichever generation of the tables `processor switch` made current:
     /// the client's database for generation 0, `<database>_g<N>` for N.
     pub fn following_generations(client: Client, base: &str, metrics: crate::metrics::Metrics) -> Self {
-        ClickHouseSource { client, metrics, base: Some(base.to_owned()), serving: Default::default() }
+        ClickHouseSource { base_client: client, metrics, base: Some(base.to_owned()), serving: Default::default() }
     }
 
     /// The client of the served generation. Each query asks again, so one request can straddle
     /// a switch only between two of its queries, within `SERVING_TTL`.
     async fn client(&self) -> Client {
-        let Some(base) = &self.base else { return self.client.clone() };
+        let Some(base) = &self.base else { return self.base_client.clone() };
         let cached = *self.serving.lock().expect("never poisoned");
         let generation = match cached {
             Some((at, g)) if at.elapsed() < SERVING_TTL => g,
@@ -117,7 +119,7 @@ impl ClickHouseSource {
                 struct G {
                     g: u32,
                 }
-                let read = self.client.query(&queries::serving_generation(base)).fetch_all::<G>().await;
+                let read = self.base_client.query(&queries::serving_generation(base)).fetch_all::<G>().await;
                 // Before any processor created the table, or while ClickHouse hiccups: keep
                 // what was served last (generation 0 at first).
                 let g = match read {
@@ -129,9 +131,9 @@ impl ClickHouseSource {
             }
         };
         if generation == 0 {
-            self.client.clone()
+            self.base_client.clone()
         } else {
-            self.client.clone().with_database(schemas::ddl::generation_database(base, generation))
+            self.base_client.clone().with_database(schemas::ddl::generation_database(base, generation))
         }
     }
 
@@ -468,7 +470,7 @@ impl Source for ClickHouseSource {
 
     fn ping(&self) -> BoxFut<'_, ()> {
         Box::pin(async move {
-            self.client.query("SELECT 1").execute().await?;
+            self.base_client.query("SELECT 1").execute().await?;
             Ok(())
         })
     }
