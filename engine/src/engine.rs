@@ -9,10 +9,16 @@ use crate::output::{
     ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
 };
 use crate::period::{period_of_ts, period_start_date, Granularity};
-use schemas::{Event, EventType};
+use crate::series::DiffSeries;
+use schemas::{Event, EventType, EventView};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Hash maps keyed by ids and cells: foldhash is several times faster than SipHash on short
+/// keys and still seeded per process, so crafted member ids cannot force collisions.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// `""` is the community scope; anything else is a group id. Shared by every member of the group
 /// (interned per community), and saved in checkpoints as the plain string.
@@ -97,13 +103,33 @@ impl FamilyKind {
     }
 }
 
+impl FamilyKind {
+    /// Position in `FAMILIES`.
+    fn idx(self) -> usize {
+        match self {
+            FamilyKind::Engagement => 0,
+            FamilyKind::Lifecycle(g) => 1 + g.idx(),
+            FamilyKind::Churn(g) => 4 + g.idx(),
+        }
+    }
+}
+
 type FamilyKey = (Scope, FamilyKind);
+
+/// The families of one scope together: a member's change then costs one map lookup per scope,
+/// not one per family.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct ScopeFamilies([Family; FAMILIES.len()]);
+
+/// Which families of a scope changed since the last flush, one bit per `FAMILIES` entry.
+type DirtyMask = u8;
+const ALL_FAMILIES: DirtyMask = (1 << FAMILIES.len()) - 1;
 
 /// Difference maps over the period index, one per series: a term adds at its start and removes
 /// at its end, so open terms (still a member) extend by themselves as `as_of` moves.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Family {
-    diffs: Vec<BTreeMap<i32, i64>>,
+    diffs: Vec<DiffSeries>,
     /// Gated terms whose gate `as_of` has not reached, with their multiplicity. A gated term is in
     /// `diffs` exactly when its gate is at or before `applied_as_of`.
     pending: BTreeMap<(i64, u8, i32, i32, i64), i64>,
@@ -142,24 +168,17 @@ impl Family {
 
     fn apply_due(&mut self, width: usize, t: &Term, sign: i64) {
         if self.diffs.len() < width {
-            self.diffs.resize(width, BTreeMap::new());
+            self.diffs.resize(width, DiffSeries::default());
         }
         let d = &mut self.diffs[t.series as usize];
-        let mut add = |k: i32, v: i64| {
-            let e = d.entry(k).or_insert(0);
-            *e += v;
-            if *e == 0 {
-                d.remove(&k);
-            }
-        };
-        add(t.start, sign * t.value);
+        d.add(t.start, sign * t.value);
         if t.end != OPEN {
-            add(t.end, -sign * t.value);
+            d.add(t.end, -sign * t.value);
         }
     }
 
     fn first(&self) -> Option<i32> {
-        self.diffs.iter().filter_map(|d| d.keys().next().copied()).min()
+        self.diffs.iter().filter_map(DiffSeries::first).min()
     }
 }
 
@@ -282,18 +301,18 @@ pub(crate) struct Community {
     min_ts: i64,
     max_ts: i64,
     stats_dirty: bool,
-    scopes: HashMap<String, Scope>,
-    members: HashMap<String, MemberState>,
+    scopes: FastMap<String, Scope>,
+    members: FastMap<String, MemberState>,
     /// Members changed since the last flush, with their contribution before the first change.
-    touched: HashMap<String, Contributions>,
-    cohorts: HashMap<CohortKey, CohortAgg>,
-    dirty_cohorts: HashSet<CohortKey>,
-    written: HashMap<CohortKey, Written>,
+    touched: FastMap<String, Contributions>,
+    cohorts: FastMap<CohortKey, CohortAgg>,
+    dirty_cohorts: FastSet<CohortKey>,
+    written: FastMap<CohortKey, Written>,
     /// The `as_of` period per granularity at the last flush; a change re-materialises every cohort.
     materialized_at: [Option<i32>; 3],
-    families: HashMap<FamilyKey, Family>,
-    dirty_families: HashSet<FamilyKey>,
-    written_families: HashMap<FamilyKey, BTreeMap<i32, Vec<i64>>>,
+    families: FastMap<Scope, ScopeFamilies>,
+    dirty_families: FastMap<Scope, DirtyMask>,
+    written_families: FastMap<FamilyKey, BTreeMap<i32, Vec<i64>>>,
 }
 
 impl Community {
@@ -313,7 +332,7 @@ impl Community {
     }
 }
 
-fn intern(scopes: &mut HashMap<String, Scope>, group_id: &str) -> Scope {
+fn intern(scopes: &mut FastMap<String, Scope>, group_id: &str) -> Scope {
     if let Some(s) = scopes.get(group_id) {
         return s.clone();
     }
@@ -325,19 +344,19 @@ fn intern(scopes: &mut HashMap<String, Scope>, group_id: &str) -> Scope {
 /// The engine of one partition of the event log.
 pub struct Engine {
     configs: Configs,
-    communities: HashMap<String, Community>,
+    communities: FastMap<String, Community>,
 }
 
 impl Engine {
     pub fn new(configs: Configs) -> Self {
-        Engine { configs, communities: HashMap::new() }
+        Engine { configs, communities: FastMap::default() }
     }
 
-    pub(crate) fn parts(&self) -> (&Configs, &HashMap<String, Community>) {
+    pub(crate) fn parts(&self) -> (&Configs, &FastMap<String, Community>) {
         (&self.configs, &self.communities)
     }
 
-    pub(crate) fn from_parts(configs: Configs, mut communities: HashMap<String, Community>) -> Self {
+    pub(crate) fn from_parts(configs: Configs, mut communities: FastMap<String, Community>) -> Self {
         for c in communities.values_mut() {
             c.intern_scopes();
         }
@@ -352,10 +371,15 @@ impl Engine {
     /// Applies one event. Returns false for a duplicate `(community_id, event_id)`, which changes
     /// nothing.
     pub fn apply(&mut self, ev: &Event) -> bool {
-        let cfg = self.configs.get(&ev.community_id);
-        let comm = match self.communities.get_mut(&ev.community_id) {
+        self.apply_view(&ev.view())
+    }
+
+    /// `apply` for an event borrowed from its record (`schemas::parse_event_view`).
+    pub fn apply_view(&mut self, ev: &EventView<'_>) -> bool {
+        let cfg = self.configs.get(ev.community_id);
+        let comm = match self.communities.get_mut(ev.community_id) {
             Some(c) => c,
-            None => self.communities.entry(ev.community_id.clone()).or_default(),
+            None => self.communities.entry(ev.community_id.to_owned()).or_default(),
         };
         if !comm.seen.insert(xxhash_rust::xxh3::xxh3_128(ev.event_id.as_bytes())) {
             return false;
@@ -367,15 +391,24 @@ impl Engine {
         if ev.is_bot {
             return true;
         }
-        let scope = comm.scope(&ev.group_id);
-        let member = comm.members.entry(ev.member_id.clone()).or_default();
-        if !comm.touched.contains_key(&ev.member_id) {
-            member.sort();
-            comm.touched.insert(ev.member_id.clone(), member.contributions(cfg));
+        let scope = comm.scope(ev.group_id);
+        if !comm.members.contains_key(ev.member_id) {
+            comm.members.insert(ev.member_id.to_owned(), MemberState::default());
+        }
+        let member = comm.members.get_mut(ev.member_id).expect("inserted above");
+        if !comm.touched.contains_key(ev.member_id) {
+            // A member with no history yet contributes nothing: no need to compute that.
+            let before = if member.groups.is_empty() {
+                Contributions::new()
+            } else {
+                member.sort();
+                member.contributions(cfg)
+            };
+            comm.touched.insert(ev.member_id.to_owned(), before);
         }
         let h = member.group_mut(&scope);
         match ev.event_type {
-            EventType::MemberJoined => h.joins.push((ev.ts_ms, ev.inviter_id.as_deref().map(Box::from))),
+            EventType::MemberJoined => h.joins.push((ev.ts_ms, ev.inviter_id.map(Box::from))),
             EventType::MemberLeft => h.leaves.push((ev.ts_ms, ev.leave_reason)),
             EventType::Conversion => {
                 h.conversions.push((ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
@@ -441,7 +474,7 @@ impl Engine {
             let key = (comm.scope(group_id), kind);
             let p = crate::period::period_of_day(crate::period::date_to_day(date), kind.granularity());
             comm.written_families.entry(key.clone()).or_default().insert(p, values);
-            comm.dirty_families.insert(key);
+            *comm.dirty_families.entry(key.0).or_default() |= 1 << kind.idx();
         }
     }
 
@@ -507,9 +540,9 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
             let old_entry = before.iter().find(|(s, _, _)| s == scope);
             let old_activity = old_entry.map(|(_, _, a)| a);
             if old_activity != Some(new_activity) {
+                let families = comm.families.entry(scope.clone()).or_default();
                 for kind in FAMILIES {
-                    let key = (scope.clone(), kind);
-                    let family = comm.families.entry(key.clone()).or_default();
+                    let family = &mut families.0[kind.idx()];
                     if let Some(a) = old_activity {
                         for t in kind.terms(a) {
                             family.apply(kind.width(), t, -1);
@@ -518,8 +551,8 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
                     for t in kind.terms(new_activity) {
                         family.apply(kind.width(), t, 1);
                     }
-                    comm.dirty_families.insert(key);
                 }
+                *comm.dirty_families.entry(scope.clone()).or_default() |= ALL_FAMILIES;
             }
             let old = old_entry.and_then(|(_, c, _)| c.as_ref());
             if old == new.as_ref() {
@@ -535,13 +568,33 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
                 }
             }
             if let Some(c) = new {
-                let fact = member_fact(id, scope, &member_id, c);
-                if old.map(|o| member_fact(id, scope, &member_id, o)) != Some(fact.clone()) {
-                    out.members.push(fact);
+                if !old.is_some_and(|o| same_fact(o, c)) {
+                    out.members.push(member_fact(id, scope, &member_id, c));
                 }
             }
         }
     }
+}
+
+/// Whether two contributions give the same `member_facts` row: everything but the offsets
+/// (destructured, so that a field added to `ScopeContribution` cannot be forgotten here).
+fn same_fact(a: &ScopeContribution, b: &ScopeContribution) -> bool {
+    let ScopeContribution {
+        join_ms,
+        activation_ms,
+        activation_window_end_ms,
+        conversion,
+        inviter_id,
+        referral_window_end_ms,
+        grans,
+    } = a;
+    *join_ms == b.join_ms
+        && *activation_ms == b.activation_ms
+        && *activation_window_end_ms == b.activation_window_end_ms
+        && *conversion == b.conversion
+        && *inviter_id == b.inviter_id
+        && *referral_window_end_ms == b.referral_window_end_ms
+        && grans.iter().zip(&b.grans).all(|(x, y)| x.cohort == y.cohort)
 }
 
 fn member_fact(id: &str, scope: &str, member_id: &str, c: &ScopeContribution) -> MemberFact {
@@ -577,8 +630,10 @@ fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityCon
             comm.materialized_at[g.idx()] = Some(p);
             let all: Vec<CohortKey> = comm.cohorts.keys().filter(|k| k.gran == g).cloned().collect();
             comm.dirty_cohorts.extend(all);
-            let families: Vec<FamilyKey> = comm.families.keys().filter(|k| k.1.granularity() == g).cloned().collect();
-            comm.dirty_families.extend(families);
+            let mask = FAMILIES.iter().filter(|k| k.granularity() == g).fold(0, |m, k| m | 1 << k.idx());
+            for scope in comm.families.keys() {
+                *comm.dirty_families.entry(scope.clone()).or_default() |= mask;
+            }
         }
     }
     let mut dirty: Vec<CohortKey> = comm.dirty_cohorts.drain().collect();
@@ -636,19 +691,27 @@ fn materialize(id: &str, comm: &mut Community, cfg: &crate::config::CommunityCon
 /// Emits every period row of the dirty families whose values changed, from the family's first
 /// period to the period of `as_of` (already set in `materialized_at`).
 fn materialize_families(id: &str, comm: &mut Community, as_of_ms: i64, out: &mut Output) {
-    for (key, family) in comm.families.iter_mut() {
-        if family.advance(key.1.width(), as_of_ms) {
-            comm.dirty_families.insert(key.clone());
+    for (scope, families) in comm.families.iter_mut() {
+        for kind in FAMILIES {
+            if families.0[kind.idx()].advance(kind.width(), as_of_ms) {
+                *comm.dirty_families.entry(scope.clone()).or_default() |= 1 << kind.idx();
+            }
         }
     }
-    let mut dirty: Vec<FamilyKey> = comm.dirty_families.drain().collect();
+    let mut dirty: Vec<FamilyKey> = comm
+        .dirty_families
+        .drain()
+        .flat_map(|(scope, mask)| {
+            FAMILIES.into_iter().filter(move |k| mask & (1 << k.idx()) != 0).map(move |k| (scope.clone(), k))
+        })
+        .collect();
     dirty.sort();
     let empty = Family::default();
     for key in dirty {
         let kind = key.1;
         let g = kind.granularity();
         let Some(hi) = comm.materialized_at[g.idx()] else { continue };
-        let family = comm.families.get(&key).unwrap_or(&empty);
+        let family = comm.families.get(&key.0).map_or(&empty, |f| &f.0[kind.idx()]);
         let written = comm.written_families.entry(key.clone()).or_default();
         let lo = match (family.first(), written.keys().next().copied()) {
             (Some(a), Some(b)) => a.min(b),
@@ -658,12 +721,14 @@ fn materialize_families(id: &str, comm: &mut Community, as_of_ms: i64, out: &mut
             },
         };
         let width = kind.width();
-        let mut iters: Vec<_> = (0..width).map(|s| family.diffs.get(s).map(|d| d.range(..=hi).peekable())).collect();
+        let mut iters: Vec<_> = (0..width)
+            .map(|s| family.diffs.get(s).map(|d| d.entries().take_while(|&(k, _)| k <= hi).peekable()))
+            .collect();
         let mut acc = vec![0i64; width];
         for p in lo..=hi {
             for (s, it) in iters.iter_mut().enumerate() {
                 if let Some(it) = it {
-                    while let Some((_, v)) = it.next_if(|(k, _)| **k <= p) {
+                    while let Some((_, v)) = it.next_if(|&(k, _)| k <= p) {
                         acc[s] += v;
                     }
                 }
@@ -700,6 +765,18 @@ fn materialize_families(id: &str, comm: &mut Community, as_of_ms: i64, out: &mut
                     values: acc.clone().try_into().expect("churn width"),
                 }),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_family_sits_at_its_index() {
+        for (i, k) in FAMILIES.iter().enumerate() {
+            assert_eq!(k.idx(), i, "{k:?}");
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod output;
 pub mod period;
 mod seen;
+mod series;
 pub mod snapshot;
 pub mod table;
 

@@ -7,13 +7,12 @@
 //! change takes effect through a rebuild from the log).
 
 use crate::config::Configs;
-use crate::engine::{Community, Engine};
+use crate::engine::{Community, Engine, FastMap};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 const MAGIC: &[u8; 4] = b"EGCK";
 /// Raised whenever the saved structures change shape; older checkpoints are then refused.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SnapshotError {
@@ -32,13 +31,13 @@ pub enum SnapshotError {
 #[derive(Serialize)]
 struct StateRef<'a> {
     configs: &'a Configs,
-    communities: &'a HashMap<String, Community>,
+    communities: &'a FastMap<String, Community>,
 }
 
 #[derive(Deserialize)]
 struct State {
     configs: Configs,
-    communities: HashMap<String, Community>,
+    communities: FastMap<String, Community>,
 }
 
 impl Engine {

@@ -20,7 +20,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use schemas::{parse_event, Limits};
+use schemas::{parse_event_view, Limits};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -532,8 +532,8 @@ impl Core {
         let Some(st) = self.partitions.get_mut(&partition) else { return };
         st.next_offset = offset + 1;
         st.high_watermark = st.high_watermark.max(offset + 1);
-        let ev = match parse_event(payload.unwrap_or_default(), None, &self.limits) {
-            Ok(ev) => ev,
+        let parsed = match parse_event_view(payload.unwrap_or_default(), None, &self.limits) {
+            Ok(parsed) => parsed,
             Err(e) => {
                 self.metrics.invalid_records.with_label_values(&[e.reason_label()]).inc();
                 tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; dead-lettered");
@@ -544,15 +544,20 @@ impl Core {
                 return;
             }
         };
-        if !st.engine.apply(&ev) {
+        let ev = parsed.view();
+        if !st.engine.apply_view(&ev) {
             self.metrics.duplicates.inc();
             return;
         }
         self.metrics.events_processed.inc();
-        let a = self.as_of.entry(ev.community_id.clone()).or_insert(ev.ts_ms);
-        *a = (*a).max(ev.ts_ms);
+        match self.as_of.get_mut(ev.community_id) {
+            Some(a) => *a = (*a).max(ev.ts_ms),
+            None => {
+                self.as_of.insert(ev.community_id.to_owned(), ev.ts_ms);
+            }
+        }
         if offset >= st.archived_until {
-            let config = self.configs.get(&ev.community_id);
+            let config = self.configs.get(ev.community_id);
             self.pending_raw.push(RawEventRow::new(&ev, config, partition, offset));
         }
     }

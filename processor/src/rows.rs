@@ -34,17 +34,17 @@ pub struct RawEventRow {
 }
 
 impl RawEventRow {
-    pub fn new(e: &schemas::Event, config: &engine::CommunityConfig, partition: i32, offset: i64) -> Self {
+    pub fn new(e: &schemas::EventView<'_>, config: &engine::CommunityConfig, partition: i32, offset: i64) -> Self {
         RawEventRow {
-            community_id: e.community_id.clone(),
-            event_id: e.event_id.clone(),
+            community_id: e.community_id.to_owned(),
+            event_id: e.event_id.to_owned(),
             event_type: e.event_type.as_str().to_owned(),
-            group_id: e.group_id.clone(),
-            member_id: e.member_id.clone(),
+            group_id: e.group_id.to_owned(),
+            member_id: e.member_id.to_owned(),
             ts_ms: e.ts_ms,
-            platform: e.platform.clone().unwrap_or_default(),
+            platform: e.platform.unwrap_or_default().to_owned(),
             is_bot: e.is_bot as u8,
-            props: serde_json::Value::Object(e.props.clone()).to_string(),
+            props: e.props.to_archive_json(),
             kafka_partition: partition,
             kafka_offset: offset,
             local_day: engine::period::local_day(e.ts_ms, config.timezone).clamp(0, u16::MAX as i32) as u16,

@@ -5,6 +5,8 @@ pub mod ddl;
 pub mod event;
 pub mod queries;
 pub mod validate;
+pub mod view;
 
 pub use event::{Event, EventType, LeaveReason};
 pub use validate::{parse_event, parse_event_value, Limits, ValidationError};
+pub use view::{parse_event_view, EventView, ParsedEvent, PropsRef};

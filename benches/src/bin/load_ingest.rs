@@ -4,7 +4,7 @@
 //! Then it replays the whole topic into generation 1 (`processor replay`) and reports the replay
 //! rate: records read from Kafka and written as derived tables per second.
 //!
-//!   cargo build --release --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
+//!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
 //!       [--replay-flush-ms MS]
 
 use anyhow::{bail, Result};

@@ -4,7 +4,7 @@
 //! time and reports requests/s and latency percentiles. A second run sends `If-None-Match` with
 //! the tag of the answer, as a polling dashboard does (304s).
 //!
-//!   cargo build --release --bins && target/release/load-query [--members N] [--clients C] [--seconds S]
+//!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-query [--members N] [--clients C] [--seconds S]
 
 use anyhow::{bail, Result};
 use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
