@@ -101,9 +101,7 @@ impl FamilyKind {
             FamilyKind::Churn(_) => crate::activity::CHURN.len(),
         }
     }
-}
 
-impl FamilyKind {
     /// Position in `FAMILIES`.
     fn idx(self) -> usize {
         match self {

@@ -54,13 +54,8 @@ impl DiffSeries {
                     *base = (b - shift) as i32;
                     values[(k64 - (b - shift)) as usize] += v;
                 } else {
-                    let mut m: BTreeMap<i32, i64> = self.entries().collect();
-                    let e = m.entry(k).or_insert(0);
-                    *e += v;
-                    if *e == 0 {
-                        m.remove(&k);
-                    }
-                    *self = DiffSeries::Sparse(m);
+                    *self = DiffSeries::Sparse(self.entries().collect());
+                    self.add(k, v);
                 }
             }
         }

@@ -20,7 +20,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use schemas::{parse_event_view, Limits};
+use schemas::{parse_event_view, queries, Limits};
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -644,17 +644,37 @@ async fn open_partition(
         Some((meta, engine)) => (engine, meta.version, meta.next_offset),
         None => (Engine::new(cfg.metrics.clone()), 0, low),
     };
-    let cohorts: Vec<_> =
-        store.written_cohorts(pu, after_version).await?.iter().filter_map(CohortSizeRow::to_engine).collect();
-    let cells: Vec<_> =
-        store.written_retention(pu, after_version).await?.iter().filter_map(RetentionRow::to_engine).collect();
+    let cohorts: Vec<_> = store
+        .written(queries::WRITTEN_COHORTS, pu, after_version)
+        .await?
+        .iter()
+        .filter_map(CohortSizeRow::to_engine)
+        .collect();
+    let cells: Vec<_> = store
+        .written(queries::WRITTEN_RETENTION, pu, after_version)
+        .await?
+        .iter()
+        .filter_map(RetentionRow::to_engine)
+        .collect();
     engine.seed_written(&cohorts, &cells);
-    let days: Vec<_> =
-        store.written_engagement(pu, after_version).await?.iter().map(EngagementDayRow::to_engine).collect();
-    let periods: Vec<_> =
-        store.written_lifecycle(pu, after_version).await?.iter().filter_map(LifecyclePeriodRow::to_engine).collect();
-    let churn: Vec<_> =
-        store.written_churn(pu, after_version).await?.iter().filter_map(ChurnPeriodRow::to_engine).collect();
+    let days: Vec<_> = store
+        .written(queries::WRITTEN_ENGAGEMENT, pu, after_version)
+        .await?
+        .iter()
+        .map(EngagementDayRow::to_engine)
+        .collect();
+    let periods: Vec<_> = store
+        .written(queries::WRITTEN_LIFECYCLE, pu, after_version)
+        .await?
+        .iter()
+        .filter_map(LifecyclePeriodRow::to_engine)
+        .collect();
+    let churn: Vec<_> = store
+        .written(queries::WRITTEN_CHURN, pu, after_version)
+        .await?
+        .iter()
+        .filter_map(ChurnPeriodRow::to_engine)
+        .collect();
     engine.seed_written_periods(&days, &periods, &churn);
     let from = if from_checkpoint { "checkpoint" } else { "log" };
     metrics.partition_starts.with_label_values(&[from]).inc();

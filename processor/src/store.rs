@@ -121,73 +121,12 @@ impl Store {
         Ok(rows.first().map(|r| r.o).unwrap_or(0))
     }
 
-    pub async fn written_cohorts(
-        &self,
-        partition: u32,
-        after_version: u64,
-    ) -> Result<Vec<CohortSizeRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query(queries::WRITTEN_COHORTS)
-            .bind(partition)
-            .bind(after_version)
-            .fetch_all::<CohortSizeRow>()
-            .await?)
-    }
-
-    pub async fn written_engagement(
-        &self,
-        partition: u32,
-        after_version: u64,
-    ) -> Result<Vec<EngagementDayRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query(queries::WRITTEN_ENGAGEMENT)
-            .bind(partition)
-            .bind(after_version)
-            .fetch_all::<EngagementDayRow>()
-            .await?)
-    }
-
-    pub async fn written_lifecycle(
-        &self,
-        partition: u32,
-        after_version: u64,
-    ) -> Result<Vec<LifecyclePeriodRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query(queries::WRITTEN_LIFECYCLE)
-            .bind(partition)
-            .bind(after_version)
-            .fetch_all::<LifecyclePeriodRow>()
-            .await?)
-    }
-
-    pub async fn written_churn(
-        &self,
-        partition: u32,
-        after_version: u64,
-    ) -> Result<Vec<ChurnPeriodRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query(queries::WRITTEN_CHURN)
-            .bind(partition)
-            .bind(after_version)
-            .fetch_all::<ChurnPeriodRow>()
-            .await?)
-    }
-
-    pub async fn written_retention(
-        &self,
-        partition: u32,
-        after_version: u64,
-    ) -> Result<Vec<RetentionRow>, ProcessorError> {
-        Ok(self
-            .client
-            .query(queries::WRITTEN_RETENTION)
-            .bind(partition)
-            .bind(after_version)
-            .fetch_all::<RetentionRow>()
-            .await?)
+    /// The rows of one derived table this partition wrote after `after_version` (zeros
+    /// included): `sql` is one of `queries::WRITTEN_*`, `T` that table's row.
+    pub async fn written<T>(&self, sql: &str, partition: u32, after_version: u64) -> Result<Vec<T>, ProcessorError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        Ok(self.client.query(sql).bind(partition).bind(after_version).fetch_all::<T>().await?)
     }
 }

@@ -137,6 +137,12 @@ impl ClickHouseSource {
         }
     }
 
+    /// A query on the served generation whose first two placeholders are the selection's
+    /// community and scope.
+    async fn scoped_query(&self, sql: &str, sel: &Selection) -> clickhouse::query::Query {
+        self.client().await.query(sql).bind(&sel.community).bind(sel.scope_key())
+    }
+
     fn timer(&self, what: &str) -> prometheus::HistogramTimer {
         self.metrics.clickhouse_query_seconds.with_label_values(&[what]).start_timer()
     }
@@ -181,23 +187,10 @@ impl Source for ClickHouseSource {
                 members: u64,
             }
             let sql = queries::cohort_sizes(sel.from.is_some(), sel.to.is_some());
-            let q = self
-                .client()
-                .await
-                .query(&sql)
-                .bind(&sel.community)
-                .bind(sel.scope_key())
-                .bind(sel.granularity.as_str());
+            let q = self.scoped_query(&sql, sel).await.bind(sel.granularity.as_str());
             let sizes = bind_dates(q, sel).fetch_all::<Size>().await?;
             let sql = queries::retention_cells(sel.from.is_some(), sel.to.is_some());
-            let q = self
-                .client()
-                .await
-                .query(&sql)
-                .bind(&sel.community)
-                .bind(sel.scope_key())
-                .bind(sel.granularity.as_str())
-                .bind(mode.as_str());
+            let q = self.scoped_query(&sql, sel).await.bind(sel.granularity.as_str()).bind(mode.as_str());
             let cells = bind_dates(q, sel).fetch_all::<Cell>().await?;
             let mut rows: BTreeMap<u16, Vec<u64>> = BTreeMap::new();
             for c in cells {
@@ -232,7 +225,7 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let sql = queries::activation(col, sel.from.is_some(), sel.to.is_some());
-            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.scoped_query(&sql, sel).await;
             let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
             Ok(rows
                 .into_iter()
@@ -262,7 +255,7 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let sql = queries::conversion(col, sel.from.is_some(), sel.to.is_some());
-            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.scoped_query(&sql, sel).await;
             let rows = bind_dates(q, sel).fetch_all::<Agg>().await?;
             Ok(rows
                 .into_iter()
@@ -295,19 +288,11 @@ impl Source for ClickHouseSource {
             }
             let col = cohort_column(sel.granularity);
             let (from, to) = (sel.from.is_some(), sel.to.is_some());
-            let q = self
-                .client()
-                .await
-                .query(&queries::referral_sizes(col, from, to))
-                .bind(&sel.community)
-                .bind(sel.scope_key());
+            let q = self.scoped_query(&queries::referral_sizes(col, from, to), sel).await;
             let sizes = bind_dates(q, sel).fetch_all::<Sizes>().await?;
             let q = self
-                .client()
+                .scoped_query(&queries::referral_invited(col, from, to), sel)
                 .await
-                .query(&queries::referral_invited(col, from, to))
-                .bind(&sel.community)
-                .bind(sel.scope_key())
                 .bind(&sel.community)
                 .bind(sel.scope_key());
             let invited: BTreeMap<u16, u64> =
@@ -346,7 +331,7 @@ impl Source for ClickHouseSource {
                 members: u64,
             }
             let sql = queries::engagement(sel.from.is_some(), sel.to.is_some());
-            let q = self.client().await.query(&sql).bind(&sel.community).bind(sel.scope_key());
+            let q = self.scoped_query(&sql, sel).await;
             let rows = bind_dates(q, sel).fetch_all::<Day>().await?;
             Ok(rows
                 .into_iter()
@@ -381,13 +366,7 @@ impl Source for ClickHouseSource {
                 dormant: u64,
             }
             let sql = queries::lifecycle(sel.from.is_some(), sel.to.is_some());
-            let q = self
-                .client()
-                .await
-                .query(&sql)
-                .bind(&sel.community)
-                .bind(sel.scope_key())
-                .bind(sel.granularity.as_str());
+            let q = self.scoped_query(&sql, sel).await.bind(sel.granularity.as_str());
             let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
             Ok(rows.into_iter().map(|p| (date(p.period), [p.new, p.returning, p.resurrecting, p.dormant])).collect())
         })
@@ -406,13 +385,7 @@ impl Source for ClickHouseSource {
                 inactive: u64,
             }
             let sql = queries::churn(sel.from.is_some(), sel.to.is_some());
-            let q = self
-                .client()
-                .await
-                .query(&sql)
-                .bind(&sel.community)
-                .bind(sel.scope_key())
-                .bind(sel.granularity.as_str());
+            let q = self.scoped_query(&sql, sel).await.bind(sel.granularity.as_str());
             let rows = bind_dates(q, sel).fetch_all::<Period>().await?;
             Ok(rows
                 .into_iter()
