@@ -3,7 +3,7 @@
 //! retracts a member's old contribution and adds the new one when the member's history changes.
 
 use crate::config::CommunityConfig;
-use crate::history::GroupHistory;
+use crate::history::{GroupHistory, TypeSet};
 use crate::period::{period_of_ts, period_start_ms, Granularity};
 use serde::{Deserialize, Serialize};
 
@@ -49,10 +49,20 @@ pub fn value_micros(v: Option<f64>) -> i64 {
 
 /// A read-only view of a member's history in one scope: one group, or all groups of the community.
 pub struct ScopeView<'a> {
-    pub groups: Vec<&'a GroupHistory>,
+    pub groups: &'a [&'a GroupHistory],
+    participation: TypeSet,
+    activation: TypeSet,
 }
 
-impl ScopeView<'_> {
+impl<'a> ScopeView<'a> {
+    pub fn new(groups: &'a [&'a GroupHistory], cfg: &CommunityConfig) -> Self {
+        ScopeView {
+            groups,
+            participation: TypeSet::of(&cfg.participation_types),
+            activation: TypeSet::of(&cfg.activation_types),
+        }
+    }
+
     fn join_ms(&self) -> Option<i64> {
         self.groups.iter().filter_map(|g| g.first_join()).min()
     }
@@ -62,11 +72,11 @@ impl ScopeView<'_> {
     }
 
     pub(crate) fn participation(&self) -> impl Iterator<Item = i64> + '_ {
-        self.groups.iter().flat_map(|g| g.participation.iter().copied())
+        self.groups.iter().flat_map(|g| g.times(self.participation))
     }
 
     pub(crate) fn counted(&self, t: schemas::EventType) -> impl Iterator<Item = i64> + '_ {
-        self.groups.iter().flat_map(move |g| g.counted.iter().filter(move |c| c.1 == t).map(|c| c.0))
+        self.groups.iter().flat_map(move |g| g.times(TypeSet::of(&[t])))
     }
 
     pub(crate) fn join_times(&self) -> impl Iterator<Item = i64> + '_ {
@@ -105,11 +115,9 @@ impl ScopeView<'_> {
     /// The activating instant: the `min`-th activation-type event in `[j, j + window)`.
     fn activation_at(&self, j: i64, cfg: &CommunityConfig) -> Option<i64> {
         let mut times: Vec<i64> = if self.groups.len() == 1 {
-            let a = &self.groups[0].activation;
-            let from = a.partition_point(|&t| t < j);
-            a[from..].iter().take(cfg.activation_min_events as usize).copied().collect()
+            self.groups[0].times_from(self.activation, j).take(cfg.activation_min_events as usize).collect()
         } else {
-            self.groups.iter().flat_map(|g| g.activation.iter().copied().filter(|&t| t >= j)).collect()
+            self.groups.iter().flat_map(|g| g.times_from(self.activation, j)).collect()
         };
         times.sort_unstable();
         let nth = *times.get(cfg.activation_min_events as usize - 1)?;

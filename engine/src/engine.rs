@@ -4,7 +4,8 @@
 use crate::activity::{activity, Activity, Term};
 use crate::config::Configs;
 use crate::contribution::{contribution, ScopeContribution, ScopeView, OPEN};
-use crate::history::GroupHistory;
+use crate::event_ids::{id_hash, EventIds};
+use crate::history::{push_compact, stamp, GroupHistory, COUNTED};
 use crate::output::{
     ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
 };
@@ -246,6 +247,8 @@ struct Written {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct MemberState {
+    /// Bot events' ids too: they count in `events_processed` once.
+    ids: EventIds,
     groups: Vec<(Scope, GroupHistory)>,
 }
 
@@ -254,6 +257,9 @@ impl MemberState {
         let i = match self.groups.iter().position(|(s, _)| s == scope) {
             Some(i) => i,
             None => {
+                // Most members are in one or two groups: growing by one keeps no spare slots,
+                // which at 120 bytes each would cost more than the history itself.
+                self.groups.reserve_exact(1);
                 self.groups.push((scope.clone(), GroupHistory::default()));
                 self.groups.len() - 1
             }
@@ -282,11 +288,13 @@ impl MemberState {
             .groups
             .iter()
             .map(|(s, h)| {
-                let (c, a) = both(&ScopeView { groups: vec![h] });
+                let one = [h];
+                let (c, a) = both(&ScopeView::new(&one, cfg));
                 (s.clone(), c, a)
             })
             .collect();
-        let (c, a) = both(&ScopeView { groups: self.groups.iter().map(|(_, h)| h).collect() });
+        let all: Vec<&GroupHistory> = self.groups.iter().map(|(_, h)| h).collect();
+        let (c, a) = both(&ScopeView::new(&all, cfg));
         out.push((Scope::from(""), c, a));
         out
     }
@@ -294,13 +302,12 @@ impl MemberState {
 
 #[derive(Default, Serialize, Deserialize)]
 pub(crate) struct Community {
-    seen: crate::seen::Seen,
     events_processed: u64,
     min_ts: i64,
     max_ts: i64,
     stats_dirty: bool,
     scopes: FastMap<String, Scope>,
-    members: FastMap<String, MemberState>,
+    members: FastMap<Box<str>, MemberState>,
     /// Members changed since the last flush, with their contribution before the first change.
     touched: FastMap<String, Contributions>,
     cohorts: FastMap<CohortKey, CohortAgg>,
@@ -379,7 +386,11 @@ impl Engine {
             Some(c) => c,
             None => self.communities.entry(ev.community_id.to_owned()).or_default(),
         };
-        if !comm.seen.insert(xxhash_rust::xxh3::xxh3_128(ev.event_id.as_bytes())) {
+        if !comm.members.contains_key(ev.member_id) {
+            comm.members.insert(ev.member_id.into(), MemberState::default());
+        }
+        let member = comm.members.get_mut(ev.member_id).expect("inserted above");
+        if !member.ids.insert(id_hash(ev.event_id)) {
             return false;
         }
         comm.events_processed += 1;
@@ -389,11 +400,7 @@ impl Engine {
         if ev.is_bot {
             return true;
         }
-        let scope = comm.scope(ev.group_id);
-        if !comm.members.contains_key(ev.member_id) {
-            comm.members.insert(ev.member_id.to_owned(), MemberState::default());
-        }
-        let member = comm.members.get_mut(ev.member_id).expect("inserted above");
+        let scope = intern(&mut comm.scopes, ev.group_id);
         if !comm.touched.contains_key(ev.member_id) {
             // A member with no history yet contributes nothing: no need to compute that.
             let before = if member.groups.is_empty() {
@@ -406,21 +413,18 @@ impl Engine {
         }
         let h = member.group_mut(&scope);
         match ev.event_type {
-            EventType::MemberJoined => h.joins.push((ev.ts_ms, ev.inviter_id.map(Box::from))),
-            EventType::MemberLeft => h.leaves.push((ev.ts_ms, ev.leave_reason)),
+            EventType::MemberJoined => push_compact(&mut h.joins, (ev.ts_ms, ev.inviter_id.map(Box::from))),
+            EventType::MemberLeft => push_compact(&mut h.leaves, (ev.ts_ms, ev.leave_reason)),
             EventType::Conversion => {
-                h.conversions.push((ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
+                push_compact(&mut h.conversions, (ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
             }
-            EventType::MessagePosted | EventType::ReactionAdded | EventType::Checkin => {
-                h.counted.push((ev.ts_ms, ev.event_type))
-            }
-            EventType::ActivityParticipated => {}
+            EventType::MessagePosted
+            | EventType::ReactionAdded
+            | EventType::Checkin
+            | EventType::ActivityParticipated => {}
         }
-        if cfg.is_participation(ev.event_type) {
-            h.participation.push(ev.ts_ms);
-        }
-        if cfg.is_activation(ev.event_type) {
-            h.activation.push(ev.ts_ms);
+        if COUNTED.has(ev.event_type) || cfg.is_participation(ev.event_type) || cfg.is_activation(ev.event_type) {
+            push_compact(&mut h.stamps, stamp(ev.ts_ms, ev.event_type));
         }
         h.mark_unsorted();
         true
@@ -528,10 +532,11 @@ impl Engine {
 }
 
 fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityConfig, out: &mut Output) {
-    let mut touched: Vec<(String, Contributions)> = comm.touched.drain().collect();
+    // Taken, not drained: a drained map keeps its capacity, sized for the busiest flush.
+    let mut touched: Vec<(String, Contributions)> = std::mem::take(&mut comm.touched).into_iter().collect();
     touched.sort_by(|a, b| a.0.cmp(&b.0));
     for (member_id, before) in touched {
-        let member = comm.members.get_mut(&member_id).expect("touched members exist");
+        let member = comm.members.get_mut(member_id.as_str()).expect("touched members exist");
         member.sort();
         let after = member.contributions(cfg);
         for (scope, new, new_activity) in &after {

@@ -2,22 +2,58 @@
 //! Lists are appended in arrival order and sorted lazily, once per flush, because a member's
 //! events arrive in any `ts` order.
 
-use schemas::LeaveReason;
+use schemas::{EventType, LeaveReason};
 use serde::{Deserialize, Serialize};
+
+/// An event's `ts` and type in one integer, `ts * 8 + type`: one list of these orders by `ts`
+/// (then type) and takes 8 bytes per event, where separate participation, activation and count
+/// lists took up to 32. A `ts` the validator accepts (years 0 to 9999) is far inside the range.
+pub type Stamp = i64;
+
+pub fn stamp(ts: i64, t: EventType) -> Stamp {
+    ts * 8 + t as i64
+}
+
+pub fn stamp_ts(s: Stamp) -> i64 {
+    s >> 3
+}
+
+pub fn stamp_type(s: Stamp) -> EventType {
+    EventType::ALL[(s & 7) as usize]
+}
+
+/// A set of event types, as bits `1 << type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TypeSet(pub u8);
+
+impl TypeSet {
+    pub fn of(types: &[EventType]) -> Self {
+        TypeSet(types.iter().fold(0, |m, &t| m | 1 << t as u8))
+    }
+
+    pub fn has(self, t: EventType) -> bool {
+        self.0 & (1 << t as u8) != 0
+    }
+
+    pub fn has_stamp(self, s: Stamp) -> bool {
+        self.0 & (1 << (s & 7)) != 0
+    }
+}
+
+/// The engagement counts of SPEC 4.8, whatever the configuration: their events are always kept.
+pub const COUNTED: TypeSet =
+    TypeSet(1 << EventType::MessagePosted as u8 | 1 << EventType::ReactionAdded as u8 | 1 << EventType::Checkin as u8);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupHistory {
     /// `(ts, inviter_id)` of every `member_joined`.
     pub joins: Vec<(i64, Option<Box<str>>)>,
     pub leaves: Vec<(i64, LeaveReason)>,
-    /// Timestamps of participation events (a multiset: distinct events may share a ts).
-    pub participation: Vec<i64>,
-    /// Timestamps of activation-type events.
-    pub activation: Vec<i64>,
     /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
     pub conversions: Vec<(i64, i64)>,
-    /// `(ts, type)` of every message, reaction and check-in (the engagement counts).
-    pub counted: Vec<(i64, schemas::EventType)>,
+    /// Stamps of every participation-type, activation-type and counted event (a multiset:
+    /// distinct events may share a ts and type).
+    pub stamps: Vec<Stamp>,
     sorted: bool,
 }
 
@@ -32,10 +68,8 @@ impl GroupHistory {
         }
         self.joins.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         self.leaves.sort_by_key(|l| (l.0, l.1 as u8));
-        self.participation.sort_unstable();
-        self.activation.sort_unstable();
         self.conversions.sort_unstable();
-        self.counted.sort_unstable();
+        self.stamps.sort_unstable();
         self.sorted = true;
     }
 
@@ -55,6 +89,27 @@ impl GroupHistory {
             (Some(j), Some(l)) => j > l,
         }
     }
+
+    /// Timestamps of the events of these types, in `ts` order once sorted.
+    pub fn times(&self, types: TypeSet) -> impl Iterator<Item = i64> + '_ {
+        self.stamps.iter().filter(move |&&s| types.has_stamp(s)).map(|&s| stamp_ts(s))
+    }
+
+    /// `times`, from the first event at or after `from` (requires sorted lists).
+    pub fn times_from(&self, types: TypeSet, from: i64) -> impl Iterator<Item = i64> + '_ {
+        let start = self.stamps.partition_point(|&s| stamp_ts(s) < from);
+        self.stamps[start..].iter().filter(move |&&s| types.has_stamp(s)).map(|&s| stamp_ts(s))
+    }
+}
+
+/// Pushes growing by half instead of doubling, from one slot instead of four: a member's lists
+/// are short (a join or two, a dozen events), and the spare slots of doubling would cost a
+/// quarter to a half of what they hold.
+pub fn push_compact<T>(list: &mut Vec<T>, item: T) {
+    if list.len() == list.capacity() {
+        list.reserve_exact((list.len() / 2).max(1));
+    }
+    list.push(item);
 }
 
 fn last_at_or_before<T>(sorted: &[T], x: i64, ts: impl Fn(&T) -> i64) -> Option<i64> {
@@ -80,5 +135,35 @@ mod tests {
         h.ensure_sorted();
         assert!(h.in_after(20));
         assert!(!h.in_after(15));
+    }
+
+    #[test]
+    fn stamps_keep_ts_and_type_and_order_by_ts() {
+        let far = [-62_135_596_800_000, -1, 0, 1, 1_700_000_000_000, 253_402_300_799_999];
+        for (i, &ts) in far.iter().enumerate() {
+            for t in EventType::ALL {
+                let s = stamp(ts, t);
+                assert_eq!((stamp_ts(s), stamp_type(s)), (ts, t));
+                if let Some(&next) = far.get(i + 1) {
+                    assert!(s < stamp(next, EventType::MemberJoined), "{ts} {t:?}");
+                }
+            }
+        }
+        assert!(EventType::ALL.iter().enumerate().all(|(i, &t)| t as usize == i));
+    }
+
+    #[test]
+    fn times_filter_by_type_from_an_instant() {
+        let mut h = GroupHistory::default();
+        for (ts, t) in [(30, EventType::Checkin), (10, EventType::MessagePosted), (20, EventType::ReactionAdded)] {
+            h.stamps.push(stamp(ts, t));
+        }
+        h.mark_unsorted();
+        h.ensure_sorted();
+        let msgs = TypeSet::of(&[EventType::MessagePosted, EventType::Checkin]);
+        assert_eq!(h.times(msgs).collect::<Vec<_>>(), [10, 30]);
+        assert_eq!(h.times_from(msgs, 11).collect::<Vec<_>>(), [30]);
+        assert_eq!(h.times_from(COUNTED, 20).collect::<Vec<_>>(), [20, 30]);
+        assert!(!COUNTED.has(EventType::Conversion));
     }
 }

@@ -60,6 +60,11 @@ fn build(raw: &[(usize, usize, usize, u32, bool, u8)]) -> Vec<Event> {
         .collect()
 }
 
+/// The event types whose bits are set: any configuration of participation and activation types.
+fn types(bits: u8) -> Vec<schemas::EventType> {
+    schemas::EventType::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, t)| t).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -72,6 +77,8 @@ proptest! {
         flush_p in 0.0f64..0.5,
         zone in 0..ZONES.len(),
         min_events in 1u32..3,
+        participation_bits in 0u8..128,
+        activation_bits in 1u8..128,
     ) {
         let events = build(&raw);
         let mut sent: Vec<Event> = events.clone();
@@ -85,6 +92,8 @@ proptest! {
             inactivity_days: 5,
             conversion_window_days: 10,
             referral_window_days: 7,
+            participation_types: types(participation_bits),
+            activation_types: types(activation_bits),
             ..CommunityConfig::default()
         };
         let configs = Configs { communities: [("p".to_string(), cfg.clone())].into(), ..Configs::default() };

@@ -18,6 +18,9 @@ pub struct ProcessorConfig {
     pub generation: u32,
     /// Metric parameters: a default and per-community overrides (time zone, windows, ...).
     pub metrics: engine::Configs,
+    /// Threads that decode and apply records and flush the engines, each partition on one thread
+    /// at a time; 0 means one per core. More threads than assigned partitions do not help.
+    pub engine_threads: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -105,6 +108,7 @@ impl Default for ProcessorConfig {
             checkpoint: CheckpointConfig::default(),
             generation: 0,
             metrics: engine::Configs::default(),
+            engine_threads: 0,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod error;
 pub mod generations;
 pub mod metrics;
 pub mod migrate;
+pub mod parallel;
 pub mod pipeline;
 pub mod progress;
 pub mod rows;

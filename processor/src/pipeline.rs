@@ -67,6 +67,30 @@ struct Core {
     dead_letter_topic: String,
     /// Dead letters handed to the producer since the last flush; acknowledged before progress moves.
     pending_dead_letters: Vec<DeliveryFuture>,
+    /// Records of the current round, per partition in offset order, until `apply_received`.
+    received: BTreeMap<i32, Vec<Received>>,
+    threads: usize,
+}
+
+/// A record as consumed: its offset and its bytes (copied out of the consumer's buffer so that
+/// another thread can decode it).
+struct Received {
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+/// What applying one partition's records changed, for the caller to merge (metrics, `as_of`,
+/// archive rows, dead letters) in partition order.
+#[derive(Default)]
+struct Applied {
+    raw: Vec<RawEventRow>,
+    /// `(offset, bytes, reason)` of each record that is not a valid event and was not
+    /// dead-lettered by an earlier run.
+    dead: Vec<(i64, Vec<u8>, String)>,
+    invalid: Vec<&'static str>,
+    duplicates: u64,
+    processed: u64,
+    as_of: HashMap<String, i64>,
 }
 
 fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer, ProcessorError> {
@@ -115,6 +139,8 @@ impl Pipeline {
             dead_letters,
             dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
             pending_dead_letters: Vec::new(),
+            received: BTreeMap::new(),
+            threads: crate::parallel::threads(cfg.engine_threads),
         };
         Ok(Pipeline {
             cfg,
@@ -266,7 +292,7 @@ impl Pipeline {
                     _ = tokio::time::sleep_until(deadline) => break,
                     msg = self.consumer.recv() => match msg {
                         Ok(m) => {
-                            self.core.handle(m.partition(), m.offset(), m.payload());
+                            self.core.receive(m.partition(), m.offset(), m.payload());
                             consumed += 1;
                         }
                         Err(e) => {
@@ -277,6 +303,7 @@ impl Pipeline {
                 }
             }
             self.last_poll = Instant::now();
+            self.core.apply_received();
             self.core.metrics.records_consumed.inc_by(consumed as u64);
             if consumed > 0 {
                 self.core.progress_dirty = true;
@@ -343,32 +370,36 @@ impl Pipeline {
         let started = Instant::now();
         let core = &mut self.core;
         let mut batch = Batch { raw: std::mem::take(&mut core.pending_raw), ..Batch::default() };
-        let as_of = &core.as_of;
-        for (&p, st) in core.partitions.iter_mut() {
-            // Rows of a partition appear only once it has caught up with what was written before.
-            if st.catching_up() {
-                continue;
-            }
+        let (as_of, progress_dirty, topic) = (&core.as_of, core.progress_dirty, &self.cfg.kafka.topic);
+        // Rows of a partition appear only once it has caught up with what was written before.
+        let ready: Vec<(i32, &mut PartitionState)> =
+            core.partitions.iter_mut().filter(|(_, st)| !st.catching_up()).map(|(&p, st)| (p, st)).collect();
+        let parts = crate::parallel::map_on_threads(ready, core.threads, |(p, st)| {
             let out = st.engine.flush(&|c| as_of.get(c).copied());
-            if out.is_empty() && !core.progress_dirty {
-                continue;
+            if out.is_empty() && !progress_dirty {
+                return None;
             }
             let (pu, v) = (p as u32, st.version);
             st.version += 1;
-            batch.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, pu, v)));
-            batch.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, pu, v)));
-            batch.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
-            batch.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, pu, v)));
-            batch.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, pu, v)));
-            batch.churn.extend(out.churn.iter().map(|r| ChurnPeriodRow::new(r, pu, v)));
-            batch.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
-            batch.progress.push(ProgressRow {
-                topic: self.cfg.kafka.topic.clone(),
+            let mut part = Batch::default();
+            part.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, pu, v)));
+            part.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, pu, v)));
+            part.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
+            part.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, pu, v)));
+            part.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, pu, v)));
+            part.churn.extend(out.churn.iter().map(|r| ChurnPeriodRow::new(r, pu, v)));
+            part.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
+            part.progress.push(ProgressRow {
+                topic: topic.clone(),
                 partition: pu,
                 next_offset: st.next_offset,
                 high_watermark: st.high_watermark,
                 version: v,
             });
+            Some(part)
+        });
+        for part in parts.into_iter().flatten() {
+            batch.append(part);
         }
         core.metrics.flush_seconds.with_label_values(&["engine"]).observe(started.elapsed().as_secs_f64());
         if batch.progress.is_empty() && batch.raw.is_empty() {
@@ -528,39 +559,86 @@ impl PartitionState {
 }
 
 impl Core {
-    fn handle(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
-        let Some(st) = self.partitions.get_mut(&partition) else { return };
+    /// Keeps a consumed record for `apply_received`; records of partitions not held are dropped.
+    fn receive(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
+        if self.partitions.contains_key(&partition) {
+            let payload = payload.unwrap_or_default().to_vec();
+            self.received.entry(partition).or_default().push(Received { offset, payload });
+        }
+    }
+
+    /// Decodes and applies the round's records, partitions in parallel, then merges what they
+    /// changed. Runs before anything else looks at the engines (a rebalance, a flush).
+    fn apply_received(&mut self) {
+        let mut received = std::mem::take(&mut self.received);
+        let (configs, limits) = (&self.configs, &self.limits);
+        let work: Vec<(i32, &mut PartitionState, Vec<Received>)> = self
+            .partitions
+            .iter_mut()
+            .filter_map(|(&p, st)| received.remove(&p).map(|records| (p, st, records)))
+            .collect();
+        let applied = crate::parallel::map_on_threads(work, self.threads, |(p, st, records)| {
+            (p, apply_records(p, st, records, configs, limits))
+        });
+        for (p, a) in applied {
+            for label in a.invalid {
+                self.metrics.invalid_records.with_label_values(&[label]).inc();
+            }
+            self.metrics.duplicates.inc_by(a.duplicates);
+            self.metrics.events_processed.inc_by(a.processed);
+            for (community, ts) in a.as_of {
+                let e = self.as_of.entry(community).or_insert(ts);
+                *e = (*e).max(ts);
+            }
+            self.pending_raw.extend(a.raw);
+            for (offset, payload, reason) in a.dead {
+                self.dead_letter(p, offset, &payload, &reason);
+            }
+        }
+    }
+}
+
+/// One partition's share of a round: decode, apply to its engine, build the archive rows.
+fn apply_records(
+    partition: i32,
+    st: &mut PartitionState,
+    records: Vec<Received>,
+    configs: &engine::Configs,
+    limits: &Limits,
+) -> Applied {
+    let mut a = Applied::default();
+    for Received { offset, payload } in records {
         st.next_offset = offset + 1;
         st.high_watermark = st.high_watermark.max(offset + 1);
-        let parsed = match parse_event_view(payload.unwrap_or_default(), None, &self.limits) {
+        let parsed = match parse_event_view(&payload, None, limits) {
             Ok(parsed) => parsed,
             Err(e) => {
-                self.metrics.invalid_records.with_label_values(&[e.reason_label()]).inc();
+                a.invalid.push(e.reason_label());
                 tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; dead-lettered");
                 // Records before the previous run's progress were dead-lettered by that run.
                 if offset >= st.archived_until {
-                    self.dead_letter(partition, offset, payload.unwrap_or_default(), &e.to_string());
+                    a.dead.push((offset, payload.clone(), e.to_string()));
                 }
-                return;
+                continue;
             }
         };
         let ev = parsed.view();
         if !st.engine.apply_view(&ev) {
-            self.metrics.duplicates.inc();
-            return;
+            a.duplicates += 1;
+            continue;
         }
-        self.metrics.events_processed.inc();
-        match self.as_of.get_mut(ev.community_id) {
-            Some(a) => *a = (*a).max(ev.ts_ms),
+        a.processed += 1;
+        match a.as_of.get_mut(ev.community_id) {
+            Some(t) => *t = (*t).max(ev.ts_ms),
             None => {
-                self.as_of.insert(ev.community_id.to_owned(), ev.ts_ms);
+                a.as_of.insert(ev.community_id.to_owned(), ev.ts_ms);
             }
         }
         if offset >= st.archived_until {
-            let config = self.configs.get(ev.community_id);
-            self.pending_raw.push(RawEventRow::new(&ev, config, partition, offset));
+            a.raw.push(RawEventRow::new(&ev, configs.get(ev.community_id), partition, offset));
         }
     }
+    a
 }
 
 impl Core {

@@ -24,6 +24,21 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Moves `other`'s rows to the end of this batch's.
+    pub fn append(&mut self, other: Batch) {
+        // Destructured, so that a table added to `Batch` cannot be forgotten here.
+        let Batch { raw, cohorts, retention, members, engagement, lifecycle, churn, stats, progress } = other;
+        self.raw.extend(raw);
+        self.cohorts.extend(cohorts);
+        self.retention.extend(retention);
+        self.members.extend(members);
+        self.engagement.extend(engagement);
+        self.lifecycle.extend(lifecycle);
+        self.churn.extend(churn);
+        self.stats.extend(stats);
+        self.progress.extend(progress);
+    }
+
     pub fn rows(&self) -> usize {
         self.raw.len()
             + self.cohorts.len()
