@@ -1,2 +1,45 @@
 //! Benchmarks live here: `benches/engine.rs` (criterion) and `src/bin/load_ingest.rs` (a load
 //! run against a whole local stack). Figures are reported in docs/performance.md.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+/// A global allocator that counts live heap bytes, for the engine's state size:
+/// `#[global_allocator] static A: benches::Counting = benches::Counting;` in the binary.
+pub struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// Heap bytes allocated and not yet freed, when `Counting` is the global allocator.
+pub fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// The generated community the engine benches use: `members` members in 4 groups over 180 days,
+/// as the JSON records the processor reads.
+pub fn community_records(community_id: &str, seed: u64, members: usize) -> Vec<Vec<u8>> {
+    let spec = generator::Spec {
+        community_id: community_id.into(),
+        seed,
+        members,
+        groups: 4,
+        days: 180,
+        ..Default::default()
+    };
+    generator::generate(&spec).iter().map(|e| e.to_json_bytes()).collect()
+}

@@ -16,6 +16,12 @@ use processor::store::Store;
 use processor::ProcessorConfig;
 use std::time::Duration;
 
+/// mimalloc instead of glibc's malloc: the engine threads allocate and free many small objects
+/// (rows, contributions, record copies) at once, and glibc's malloc and free took about a third
+/// of the processor's time in a replay profile (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init_tracing("processor");

@@ -47,8 +47,11 @@ impl Metrics {
                 &["table"],
             )?,
             flush_seconds: HistogramVec::new(
-                HistogramOpts::new("processor_flush_duration_seconds", "Time per flush step")
-                    .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+                HistogramOpts::new(
+                    "processor_flush_duration_seconds",
+                    "Time per step of a round: apply (decode and apply records), engine (flush), write, snapshot",
+                )
+                .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
                 &["step"],
             )?,
             write_failures: IntCounter::new(

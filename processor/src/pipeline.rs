@@ -283,13 +283,16 @@ impl Pipeline {
                     p.start();
                 }
             }
-            let deadline = tokio::time::Instant::now() + interval;
+            // One timer per round: a `sleep_until` made inside the loop would register a new
+            // timer for every record.
+            let deadline = tokio::time::sleep(interval);
+            tokio::pin!(deadline);
             let mut consumed = 0usize;
             let mut stop = false;
             while consumed < self.cfg.flush.max_records {
                 tokio::select! {
                     _ = &mut shutdown => { stop = true; break; }
-                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = &mut deadline => break,
                     msg = self.consumer.recv() => match msg {
                         Ok(m) => {
                             self.core.receive(m.partition(), m.offset(), m.payload());
@@ -330,6 +333,15 @@ impl Pipeline {
                     self.flush(true).await?;
                     self.checkpoint(true).await;
                     progress.finish(done);
+                    let spent =
+                        |step: &str| self.core.metrics.flush_seconds.with_label_values(&[step]).get_sample_sum();
+                    tracing::info!(
+                        apply_s = spent("apply"),
+                        engine_s = spent("engine"),
+                        write_s = spent("write"),
+                        snapshot_s = spent("snapshot"),
+                        "replay time by step (the rest is waiting for records)"
+                    );
                     return Ok(true);
                 }
             }
@@ -570,6 +582,10 @@ impl Core {
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
     /// changed. Runs before anything else looks at the engines (a rebalance, a flush).
     fn apply_received(&mut self) {
+        if self.received.is_empty() {
+            return;
+        }
+        let started = Instant::now();
         let mut received = std::mem::take(&mut self.received);
         let (configs, limits) = (&self.configs, &self.limits);
         let work: Vec<(i32, &mut PartitionState, Vec<Received>)> = self
@@ -595,6 +611,7 @@ impl Core {
                 self.dead_letter(p, offset, &payload, &reason);
             }
         }
+        self.metrics.flush_seconds.with_label_values(&["apply"]).observe(started.elapsed().as_secs_f64());
     }
 }
 

@@ -6,29 +6,10 @@
 //!
 //!   cargo run --release -p benches --bin engine-memory -- --communities 10 --members 100000
 
+use benches::{community_records, live_bytes, Counting};
 use engine::{Configs, Engine};
 use schemas::{parse_event_view, Limits};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Instant;
-
-struct Counting;
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -46,17 +27,9 @@ fn main() {
     let (mut events, mut busy) = (0usize, std::time::Duration::ZERO);
     // decode + apply, flush, decode alone
     let mut phases = [std::time::Duration::ZERO; 3];
-    let baseline = LIVE.load(Ordering::Relaxed);
+    let baseline = live_bytes();
     for c in 0..communities {
-        let spec = generator::Spec {
-            community_id: format!("c{c}"),
-            seed: c as u64,
-            members,
-            groups: 4,
-            days: 180,
-            ..Default::default()
-        };
-        let records: Vec<Vec<u8>> = generator::generate(&spec).iter().map(|e| e.to_json_bytes()).collect();
+        let records = community_records(&format!("c{c}"), c as u64, members);
         // Decoding alone, to split the time below (not counted in events/s).
         let started = Instant::now();
         let checksum: i64 =
@@ -76,7 +49,7 @@ fn main() {
         events += records.len();
         drop(out);
         drop(records);
-        let live = LIVE.load(Ordering::Relaxed) - baseline;
+        let live = live_bytes() - baseline;
         println!(
             "after {:>8} members: {:>10} events, {:>8.0} events/s (decode+apply {:.2} s, flush {:.2} s; decoding alone {:.2} s), state {:>6} MiB, {:>5} bytes/member",
             (c + 1) * members,

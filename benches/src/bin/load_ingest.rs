@@ -90,6 +90,7 @@ async fn main() -> Result<()> {
         );
     }
     let records: usize = total_events;
+    let cpu_before = children_cpu_seconds();
     let started = Instant::now();
     let flush_ms = arg(&args, "--replay-flush-ms", "500");
     let out = stack
@@ -99,6 +100,7 @@ async fn main() -> Result<()> {
         .env("PROCESSOR_FLUSH__MAX_RECORDS", "1000000")
         .output()?;
     let wall = started.elapsed().as_secs_f64();
+    let cpu = children_cpu_seconds() - cpu_before;
     let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
         bail!("replay failed: {}{log}", String::from_utf8_lossy(&out.stderr));
@@ -110,15 +112,52 @@ async fn main() -> Result<()> {
         .and_then(|l| l.split("elapsed_s=").nth(1))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok());
+    let step = |name: &str| -> String {
+        log.lines()
+            .find(|l| l.contains("replay time by step"))
+            .and_then(|l| l.split(&format!("{name}=")).nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or("?".into(), |v| format!("{v:.2} s"))
+    };
     println!();
-    println!("| replay into generation 1 | records | wall time (process start to exit) | reading time | records/s (reading) |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "replay time by step: apply {}, engine flush {}, ClickHouse write {}, snapshot {} (the rest of the reading time waits for records)",
+        step("apply_s"),
+        step("engine_s"),
+        step("write_s"),
+        step("snapshot_s")
+    );
+    println!(
+        "| replay into generation 1 | records | wall time (process start to exit) | reading time | records/s (reading) | processor CPU (user + sys) | records per CPU second |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let per_cpu = records as f64 / cpu;
     match reading {
-        Some(r) => println!("| all of the topic | {records} | {wall:.2} s | {r:.2} s | {:.0} |", records as f64 / r),
-        None => println!("| all of the topic | {records} | {wall:.2} s | (not in the log) | |"),
+        Some(r) => println!(
+            "| all of the topic | {records} | {wall:.2} s | {r:.2} s | {:.0} | {cpu:.2} s | {per_cpu:.0} |",
+            records as f64 / r
+        ),
+        None => {
+            println!("| all of the topic | {records} | {wall:.2} s | (not in the log) | | {cpu:.2} s | {per_cpu:.0} |")
+        }
     }
     drop(stack);
     Ok(())
+}
+
+/// CPU time (user + system) of this process's children that have exited and been waited for
+/// (`/proc/self/stat` fields 16 and 17, in clock ticks of 1/100 s): around the replay, that is
+/// the replaying processor's, which the machine's other load does not inflate the way it does
+/// the wall time.
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): cutime is field 16, cstime 17.
+    let ticks = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(16) + ticks(17)) / 100.0
 }
 
 /// The processor's log without terminal colour codes.
