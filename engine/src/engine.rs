@@ -249,7 +249,7 @@ struct Written {
 struct MemberState {
     /// Bot events' ids too: they count in `events_processed` once.
     ids: EventIds,
-    groups: Vec<(Scope, GroupHistory)>,
+    groups: thin_vec::ThinVec<(Scope, GroupHistory)>,
 }
 
 impl MemberState {
@@ -258,7 +258,7 @@ impl MemberState {
             Some(i) => i,
             None => {
                 // Most members are in one or two groups: growing by one keeps no spare slots,
-                // which at 120 bytes each would cost more than the history itself.
+                // which at 56 bytes each would cost as much as the history itself.
                 self.groups.reserve_exact(1);
                 self.groups.push((scope.clone(), GroupHistory::default()));
                 self.groups.len() - 1

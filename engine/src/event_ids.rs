@@ -36,7 +36,7 @@ const MAX_LISTED: usize = 32;
 
 #[derive(Debug, Clone)]
 pub enum EventIds {
-    Listed(Vec<u64>),
+    Listed(thin_vec::ThinVec<u64>),
     /// Boxed: the few members that need it should not make every member's entry bigger.
     #[allow(clippy::box_collection)]
     Hashed(Box<HashSet<u64, BuildHasherDefault<Identity>>>),
@@ -44,7 +44,7 @@ pub enum EventIds {
 
 impl Default for EventIds {
     fn default() -> Self {
-        EventIds::Listed(Vec::new())
+        EventIds::Listed(thin_vec::ThinVec::new())
     }
 }
 
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_member_entry_stays_small() {
-        assert_eq!(std::mem::size_of::<EventIds>(), 24);
+        assert_eq!(std::mem::size_of::<EventIds>(), 16);
     }
 
     #[test]

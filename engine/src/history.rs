@@ -4,6 +4,7 @@
 
 use schemas::{EventType, LeaveReason};
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 /// An event's `ts` and type in one integer, `ts * 8 + type`: one list of these orders by `ts`
 /// (then type) and takes 8 bytes per event, where separate participation, activation and count
@@ -44,16 +45,19 @@ impl TypeSet {
 pub const COUNTED: TypeSet =
     TypeSet(1 << EventType::MessagePosted as u8 | 1 << EventType::ReactionAdded as u8 | 1 << EventType::Checkin as u8);
 
+/// The lists are `ThinVec`s: one pointer each (length and capacity live in the allocation, and
+/// an empty list allocates nothing), where a `Vec` takes three words. A member has a few short
+/// lists per group, so the headers were a fifth of the state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupHistory {
     /// `(ts, inviter_id)` of every `member_joined`.
-    pub joins: Vec<(i64, Option<Box<str>>)>,
-    pub leaves: Vec<(i64, LeaveReason)>,
+    pub joins: ThinVec<(i64, Option<Box<str>>)>,
+    pub leaves: ThinVec<(i64, LeaveReason)>,
     /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
-    pub conversions: Vec<(i64, i64)>,
+    pub conversions: ThinVec<(i64, i64)>,
     /// Stamps of every participation-type, activation-type and counted event (a multiset:
     /// distinct events may share a ts and type).
-    pub stamps: Vec<Stamp>,
+    pub stamps: ThinVec<Stamp>,
     sorted: bool,
 }
 
@@ -105,7 +109,7 @@ impl GroupHistory {
 /// Pushes growing by half instead of doubling, from one slot instead of four: a member's lists
 /// are short (a join or two, a dozen events), and the spare slots of doubling would cost a
 /// quarter to a half of what they hold.
-pub fn push_compact<T>(list: &mut Vec<T>, item: T) {
+pub fn push_compact<T>(list: &mut ThinVec<T>, item: T) {
     if list.len() == list.capacity() {
         list.reserve_exact((list.len() / 2).max(1));
     }
