@@ -68,6 +68,10 @@ pub struct FlushConfig {
     pub max_records: usize,
     /// Longest time between writes while records arrive.
     pub interval_ms: u64,
+    /// The same for `processor replay`: nobody reads the generation it builds until the switch,
+    /// so fewer, larger writes are better (each flush recomputes the members it touched). A
+    /// replay's last round ends as soon as every partition is read, whatever this is.
+    pub replay_interval_ms: u64,
     /// First retry delay after a failed write; doubles up to `max_backoff_ms`.
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -75,7 +79,13 @@ pub struct FlushConfig {
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig { max_records: 100_000, interval_ms: 500, backoff_ms: 200, max_backoff_ms: 10_000 }
+        FlushConfig {
+            max_records: 100_000,
+            interval_ms: 500,
+            replay_interval_ms: 5_000,
+            backoff_ms: 200,
+            max_backoff_ms: 10_000,
+        }
     }
 }
 

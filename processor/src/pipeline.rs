@@ -16,6 +16,7 @@ use crate::rows::*;
 use crate::store::{Batch, Store};
 use common::Readiness;
 use engine::Engine;
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
@@ -73,7 +74,8 @@ struct Core {
 }
 
 /// A record as consumed: its offset and its bytes (copied out of the consumer's buffer so that
-/// another thread can decode it).
+/// another thread can decode it). The partition's `next_offset` moves when it is received: it is
+/// applied before anything reads the engines.
 struct Received {
     offset: i64,
     payload: Vec<u8>,
@@ -162,6 +164,11 @@ impl Pipeline {
 
     /// Records read towards the replay's targets, and whether every partition reached its target
     /// (with nothing of it left unwritten).
+    /// Every target partition is held and consumed up to its target.
+    fn reached(&self, targets: &BTreeMap<i32, (i64, i64)>) -> bool {
+        targets.iter().all(|(p, (_, high))| self.core.partitions.get(p).is_some_and(|st| st.next_offset >= *high))
+    }
+
     fn replay_position(&self, targets: &BTreeMap<i32, (i64, i64)>) -> (i64, bool) {
         let mut done = 0;
         let mut finished = true;
@@ -276,13 +283,17 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut progress =
             targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));
-        let interval = Duration::from_millis(self.cfg.flush.interval_ms);
         loop {
             if let Some(p) = &mut progress {
                 if !self.core.partitions.is_empty() {
                     p.start();
                 }
             }
+            // A replay's rounds are long once it holds partitions (until then, short: the group's
+            // assignment is only applied between rounds).
+            let flush = &self.cfg.flush;
+            let replaying = targets.is_some() && !self.core.partitions.is_empty();
+            let interval = Duration::from_millis(if replaying { flush.replay_interval_ms } else { flush.interval_ms });
             // One timer per round: a `sleep_until` made inside the loop would register a new
             // timer for every record.
             let deadline = tokio::time::sleep(interval);
@@ -297,6 +308,26 @@ impl Pipeline {
                         Ok(m) => {
                             self.core.receive(m.partition(), m.offset(), m.payload());
                             consumed += 1;
+                            // What the consumer already holds is taken without another turn of
+                            // the select (a timer and the shutdown signal polled per record).
+                            while consumed < self.cfg.flush.max_records {
+                                match self.consumer.recv().now_or_never() {
+                                    Some(Ok(m)) => {
+                                        self.core.receive(m.partition(), m.offset(), m.payload());
+                                        consumed += 1;
+                                    }
+                                    Some(Err(e)) => {
+                                        tracing::warn!(error = %e, "kafka consume error");
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
+                            // A replay's last round ends when every partition is read up to its
+                            // target, not at the round's deadline.
+                            if targets.as_ref().is_some_and(|t| self.reached(t)) {
+                                break;
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "kafka consume error");
@@ -573,10 +604,11 @@ impl PartitionState {
 impl Core {
     /// Keeps a consumed record for `apply_received`; records of partitions not held are dropped.
     fn receive(&mut self, partition: i32, offset: i64, payload: Option<&[u8]>) {
-        if self.partitions.contains_key(&partition) {
-            let payload = payload.unwrap_or_default().to_vec();
-            self.received.entry(partition).or_default().push(Received { offset, payload });
-        }
+        let Some(st) = self.partitions.get_mut(&partition) else { return };
+        st.next_offset = offset + 1;
+        st.high_watermark = st.high_watermark.max(offset + 1);
+        let payload = payload.unwrap_or_default().to_vec();
+        self.received.entry(partition).or_default().push(Received { offset, payload });
     }
 
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
@@ -625,8 +657,6 @@ fn apply_records(
 ) -> Applied {
     let mut a = Applied::default();
     for Received { offset, payload } in records {
-        st.next_offset = offset + 1;
-        st.high_watermark = st.high_watermark.max(offset + 1);
         let parsed = match parse_event_view(&payload, None, limits) {
             Ok(parsed) => parsed,
             Err(e) => {

@@ -92,11 +92,12 @@ async fn main() -> Result<()> {
     let records: usize = total_events;
     let cpu_before = children_cpu_seconds();
     let started = Instant::now();
-    let flush_ms = arg(&args, "--replay-flush-ms", "500");
+    // The configuration's default (5 s) unless given.
+    let flush_ms = arg(&args, "--replay-flush-ms", "5000");
     let out = stack
         .tool("processor")?
         .args(["replay", "--generation", "1"])
-        .env("PROCESSOR_FLUSH__INTERVAL_MS", &flush_ms)
+        .env("PROCESSOR_FLUSH__REPLAY_INTERVAL_MS", &flush_ms)
         .env("PROCESSOR_FLUSH__MAX_RECORDS", "1000000")
         .output()?;
     let wall = started.elapsed().as_secs_f64();
