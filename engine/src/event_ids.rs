@@ -78,13 +78,6 @@ impl EventIds {
             EventIds::Hashed(set) => set.len(),
         }
     }
-
-    fn iter(&self) -> Box<dyn Iterator<Item = u64> + '_> {
-        match self {
-            EventIds::Listed(ids) => Box::new(ids.iter().copied()),
-            EventIds::Hashed(set) => Box::new(set.iter().copied()),
-        }
-    }
 }
 
 /// One block of bytes (8 per id) rather than a sequence of variable-length integers: restoring a
@@ -92,8 +85,10 @@ impl EventIds {
 impl Serialize for EventIds {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut bytes = Vec::with_capacity(self.len() * 8);
-        for v in self.iter() {
-            bytes.extend_from_slice(&v.to_le_bytes());
+        let mut put = |v: &u64| bytes.extend_from_slice(&v.to_le_bytes());
+        match self {
+            EventIds::Listed(ids) => ids.iter().for_each(&mut put),
+            EventIds::Hashed(set) => set.iter().for_each(&mut put),
         }
         s.serialize_bytes(&bytes)
     }
