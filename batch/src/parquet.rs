@@ -100,6 +100,12 @@ pub fn read_file(path: &Path) -> Result<Vec<ArchivedEvent>, BatchError> {
         .collect())
 }
 
+/// How many rows one file holds, from its footer.
+pub fn row_count(path: &Path) -> Result<usize, BatchError> {
+    let file = File::open(path).map_err(|e| BatchError::Archive(format!("{}: {e}", path.display())))?;
+    Ok(ParquetReader::new(file).num_rows()?)
+}
+
 /// Every `*.parquet` file under `path` (or `path` itself), sorted.
 pub fn files(path: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

@@ -293,8 +293,14 @@ impl MemberState {
                 (s.clone(), c, a)
             })
             .collect();
-        let all: Vec<&GroupHistory> = self.groups.iter().map(|(_, h)| h).collect();
-        let (c, a) = both(&ScopeView::new(&all, cfg));
+        // Most members are in one group, whose view is then the community's view too.
+        let (c, a) = match &out[..] {
+            [(_, c, a)] => (c.clone(), a.clone()),
+            _ => {
+                let all: Vec<&GroupHistory> = self.groups.iter().map(|(_, h)| h).collect();
+                both(&ScopeView::new(&all, cfg))
+            }
+        };
         out.push((Scope::from(""), c, a));
         out
     }
@@ -386,10 +392,10 @@ impl Engine {
             Some(c) => c,
             None => self.communities.entry(ev.community_id.to_owned()).or_default(),
         };
-        if !comm.members.contains_key(ev.member_id) {
-            comm.members.insert(ev.member_id.into(), MemberState::default());
-        }
-        let member = comm.members.get_mut(ev.member_id).expect("inserted above");
+        let member = match comm.members.get_mut(ev.member_id) {
+            Some(m) => m,
+            None => comm.members.entry(ev.member_id.into()).or_default(),
+        };
         if !member.ids.insert(id_hash(ev.event_id)) {
             return false;
         }
@@ -504,12 +510,12 @@ impl Engine {
         for id in ids {
             let cfg = self.configs.get(&id).clone();
             let comm = self.communities.get_mut(&id).expect("listed");
-            flush_members(&id, comm, &cfg, &mut out);
             let local = (comm.events_processed > 0).then_some(comm.max_ts);
             let as_of_ms = match (local, as_of(&id)) {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 (a, b) => a.or(b),
             };
+            flush_members(&id, comm, &cfg, as_of_ms, &mut out);
             if let Some(as_of_ms) = as_of_ms {
                 materialize(&id, comm, &cfg, as_of_ms, &mut out);
                 materialize_families(&id, comm, as_of_ms, &mut out);
@@ -531,7 +537,13 @@ impl Engine {
     }
 }
 
-fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityConfig, out: &mut Output) {
+fn flush_members(
+    id: &str,
+    comm: &mut Community,
+    cfg: &crate::config::CommunityConfig,
+    as_of_ms: Option<i64>,
+    out: &mut Output,
+) {
     // Taken, not drained: a drained map keeps its capacity, sized for the busiest flush.
     let mut touched: Vec<(String, Contributions)> = std::mem::take(&mut comm.touched).into_iter().collect();
     touched.sort_by(|a, b| a.0.cmp(&b.0));
@@ -546,6 +558,11 @@ fn flush_members(id: &str, comm: &mut Community, cfg: &crate::config::CommunityC
                 let families = comm.families.entry(scope.clone()).or_default();
                 for kind in FAMILIES {
                     let family = &mut families.0[kind.idx()];
+                    // Gates `as_of` has reached then go straight into the sums, not through
+                    // `pending` (the scope is marked dirty below either way).
+                    if let Some(as_of_ms) = as_of_ms {
+                        family.advance(kind.width(), as_of_ms);
+                    }
                     if let Some(a) = old_activity {
                         for t in kind.terms(a) {
                             family.apply(kind.width(), t, -1);

@@ -92,6 +92,9 @@ pub fn period_start_ms(index: i32, g: Granularity, tz: Tz) -> i64 {
 }
 
 pub fn local_midnight_ms(date: NaiveDate, tz: Tz) -> i64 {
+    if tz == Tz::UTC {
+        return date_to_day(date) as i64 * DAY_MS;
+    }
     let midnight = date.and_hms_opt(0, 0, 0).expect("midnight");
     match tz.from_local_datetime(&midnight) {
         LocalResult::Single(t) => t.timestamp_millis(),
@@ -136,6 +139,17 @@ mod tests {
         let d = period_of_ts(ms("2024-10-27T12:00:00Z"), berlin, Granularity::Day);
         let len = period_start_ms(d + 1, Granularity::Day, berlin) - period_start_ms(d, Granularity::Day, berlin);
         assert_eq!(len, 25 * 3_600_000);
+    }
+
+    #[test]
+    fn utc_midnights_take_the_short_way_to_chrono_s_answer() {
+        for day in [-1000, -1, 0, 1, 19_000, 20_000] {
+            let date = day_to_date(day);
+            let midnight = date.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis();
+            assert_eq!(local_midnight_ms(date, Tz::UTC), midnight);
+            // A zone that is UTC under another name goes the long way, to the same instant.
+            assert_eq!(local_midnight_ms(date, Tz::Etc__UTC), midnight);
+        }
     }
 
     #[test]

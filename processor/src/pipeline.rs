@@ -199,14 +199,18 @@ impl Pipeline {
                     tracing::info!(partitions = ?ps, owned = ?self.core.partitions.keys().collect::<Vec<_>>(), "partitions given up");
                 }
                 Change::Assigned(ps) => {
+                    let new: Vec<i32> = ps.into_iter().filter(|p| !self.core.partitions.contains_key(p)).collect();
+                    // Opened together, so that their checkpoints restore on several cores.
+                    let opened = futures::future::join_all(new.iter().map(|&p| {
+                        let checkpoints = self.checkpoints.as_ref();
+                        open_partition(&self.cfg, &self.store, checkpoints, &self.consumer, &self.core.metrics, p)
+                    }))
+                    .await;
                     let mut not_yet = Vec::new();
-                    for p in ps {
-                        if self.core.partitions.contains_key(&p) {
-                            continue;
-                        }
+                    for (p, opened) in new.into_iter().zip(opened) {
                         // The broker or ClickHouse may be coming back: a partition that cannot be
                         // taken up now stays paused and is tried again after the next poll.
-                        if let Err(e) = self.take_up(p).await {
+                        if let Err(e) = opened.and_then(|(st, offset)| self.take_up(p, st, offset)) {
                             tracing::warn!(partition = p, error = %e, "partition not taken up yet; retrying");
                             not_yet.push(p);
                         }
@@ -226,10 +230,8 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn take_up(&mut self, p: i32) -> Result<(), ProcessorError> {
-        let (st, offset) =
-            open_partition(&self.cfg, &self.store, self.checkpoints.as_ref(), &self.consumer, &self.core.metrics, p)
-                .await?;
+    /// Starts consuming an opened partition from `offset`.
+    fn take_up(&mut self, p: i32, st: PartitionState, offset: Offset) -> Result<(), ProcessorError> {
         let topic = &self.cfg.kafka.topic;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, p, offset)?;
@@ -728,42 +730,18 @@ async fn open_partition(
     // A topic that was recreated (shorter than what was archived) is read as new.
     let archived_until = store.archived_until(topic, pu).await?.min(high);
     let max_version = store.max_version(pu).await?;
-    let saved = match checkpoints {
-        Some(c) => tokio::task::block_in_place(|| c.load(topic, p))?,
+    // Reading and decoding a checkpoint is CPU work of a second or so at a million members:
+    // off the runtime, so that partitions taken up together restore on several cores.
+    let restored = match checkpoints {
+        Some(c) => {
+            let (c, topic, metrics_cfg) = (c.clone(), topic.clone(), cfg.metrics.clone());
+            let log = LogBounds { low, high, archived_until, max_version };
+            tokio::task::spawn_blocking(move || restore_checkpoint(&c, &topic, p, &metrics_cfg, log))
+                .await
+                .map_err(|e| ProcessorError::Checkpoint(format!("partition {p}: restoring: {e}")))??
+        }
         None => None,
     };
-    let restored = saved.and_then(|c| {
-        let m = &c.meta;
-        // Beyond the log's end: the topic was recreated. Beyond what ClickHouse recorded: the
-        // database was recreated. Either way the saved state describes something that is gone.
-        if m.next_offset > high || m.next_offset > archived_until || m.version > max_version {
-            tracing::warn!(
-                partition = p,
-                next_offset = m.next_offset,
-                version = m.version,
-                high,
-                archived_until,
-                max_version,
-                "checkpoint does not match the topic or ClickHouse; rebuilding from the log"
-            );
-            return None;
-        }
-        if m.next_offset < low {
-            tracing::warn!(
-                partition = p,
-                next_offset = m.next_offset,
-                low,
-                "events after the checkpoint were deleted by retention"
-            );
-        }
-        match tokio::task::block_in_place(|| Engine::restore(&cfg.metrics, &c.engine)) {
-            Ok(engine) => Some((c.meta, engine)),
-            Err(e) => {
-                tracing::warn!(partition = p, error = %e, "checkpoint not usable; rebuilding from the log");
-                None
-            }
-        }
-    });
     let from_checkpoint = restored.is_some();
     let (mut engine, after_version, next_offset) = match restored {
         Some((meta, engine)) => (engine, meta.version, meta.next_offset),
@@ -825,6 +803,57 @@ async fn open_partition(
         last_checkpoint: Instant::now(),
     };
     Ok((st, offset))
+}
+
+/// Where the log and ClickHouse stand for a partition, which a checkpoint must not be beyond.
+struct LogBounds {
+    low: i64,
+    high: i64,
+    archived_until: i64,
+    max_version: u64,
+}
+
+/// The partition's checkpoint and the engine it holds, if there is one that still describes the
+/// topic and the tables; `None` (with the reason logged) means rebuilding from the log.
+fn restore_checkpoint(
+    checkpoints: &Checkpoints,
+    topic: &str,
+    p: i32,
+    metrics: &engine::Configs,
+    log: LogBounds,
+) -> Result<Option<(CheckpointMeta, Engine)>, ProcessorError> {
+    let Some(c) = checkpoints.load(topic, p)? else { return Ok(None) };
+    let m = &c.meta;
+    let LogBounds { low, high, archived_until, max_version } = log;
+    // Beyond the log's end: the topic was recreated. Beyond what ClickHouse recorded: the
+    // database was recreated. Either way the saved state describes something that is gone.
+    if m.next_offset > high || m.next_offset > archived_until || m.version > max_version {
+        tracing::warn!(
+            partition = p,
+            next_offset = m.next_offset,
+            version = m.version,
+            high,
+            archived_until,
+            max_version,
+            "checkpoint does not match the topic or ClickHouse; rebuilding from the log"
+        );
+        return Ok(None);
+    }
+    if m.next_offset < low {
+        tracing::warn!(
+            partition = p,
+            next_offset = m.next_offset,
+            low,
+            "events after the checkpoint were deleted by retention"
+        );
+    }
+    match Engine::restore(metrics, &c.engine) {
+        Ok(engine) => Ok(Some((c.meta, engine))),
+        Err(e) => {
+            tracing::warn!(partition = p, error = %e, "checkpoint not usable; rebuilding from the log");
+            Ok(None)
+        }
+    }
 }
 
 fn dead_letter_producer(cfg: &ProcessorConfig) -> Result<FutureProducer, ProcessorError> {

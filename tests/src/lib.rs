@@ -134,6 +134,16 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, then waits for the exit: a clean stop (a deploy, `systemctl stop`).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -451,6 +461,13 @@ impl Stack {
             }
         }
         (ckpt, log)
+    }
+
+    /// Stops the running processors with SIGTERM and waits for them to exit.
+    pub fn stop_processor(&mut self) {
+        for p in self.procs.iter_mut().filter(|p| p.name.starts_with("processor")) {
+            p.terminate();
+        }
     }
 
     /// SIGKILLs the running processor.

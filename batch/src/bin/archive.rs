@@ -2,16 +2,17 @@
 //!
 //!   archive export --out DIR [--config processor.toml] [--community ID]...
 //!       events_raw → Parquet, one file per community and month (UTC) under DIR
-//!   archive import --ingest URL --key WRITE_KEY [--batch N] PATH...
+//!   archive import --ingest URL --key WRITE_KEY [--batch N] [--concurrency C] PATH...
 //!       Parquet files (or directories of them) and NDJSON files (`.ndjson`, `.jsonl`, `.gz`)
 //!       → POST /v1/events: the same validation as any producer, then Kafka; progress on stderr
 //!
 //! Export then import into an empty pipeline reproduces the same archive (tested end to end).
 
 use anyhow::{bail, Context};
-use batch::archive::{self, ArchivedEvent};
+use batch::archive;
 use batch::parquet;
 use common::config::config_path;
+use futures::StreamExt;
 use processor::ProcessorConfig;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -101,34 +102,117 @@ async fn export(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The NDJSON lines of one input file.
-fn lines_of(path: &Path) -> anyhow::Result<Vec<String>> {
+/// How many events one input file holds, counted before posting so that progress has an ETA.
+fn count_events(path: &Path) -> anyhow::Result<u64> {
     if path.extension().is_some_and(|x| x == "parquet") {
-        return parquet::read_file(path)?
-            .iter()
-            .map(|e: &ArchivedEvent| Ok(e.to_event()?.to_json().to_string()))
-            .collect();
+        return Ok(parquet::row_count(path)? as u64);
     }
+    let mut n = 0;
+    for line in BufReader::new(open_ndjson(path)?).lines() {
+        n += !line.with_context(|| path.display().to_string())?.trim().is_empty() as u64;
+    }
+    Ok(n)
+}
+
+fn open_ndjson(path: &Path) -> anyhow::Result<Box<dyn Read>> {
     let file = std::fs::File::open(path).with_context(|| path.display().to_string())?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|x| x == "gz") {
+    Ok(if path.extension().is_some_and(|x| x == "gz") {
         Box::new(flate2::read::GzDecoder::new(file))
     } else {
         Box::new(file)
+    })
+}
+
+/// One request's worth of NDJSON and how many events it holds.
+struct Body {
+    ndjson: String,
+    events: u64,
+}
+
+/// Reads the inputs in order and hands NDJSON bodies of `batch` events to `tx`. It runs on its own
+/// thread, and the channel is bounded: a file is never held whole, only the bodies in flight.
+fn read_bodies(files: &[PathBuf], batch: usize, tx: &tokio::sync::mpsc::Sender<Body>) -> anyhow::Result<()> {
+    let mut body = Body { ndjson: String::new(), events: 0 };
+    let push = |line: &str, body: &mut Body| -> anyhow::Result<()> {
+        body.ndjson.push_str(line);
+        body.ndjson.push('\n');
+        body.events += 1;
+        if body.events as usize >= batch {
+            let full = std::mem::replace(body, Body { ndjson: String::new(), events: 0 });
+            tx.blocking_send(full).context("the posting side stopped")?;
+        }
+        Ok(())
     };
-    let mut out = Vec::new();
-    for line in BufReader::new(reader).lines() {
-        let line = line.with_context(|| path.display().to_string())?;
-        if !line.trim().is_empty() {
-            out.push(line);
+    for path in files {
+        if path.extension().is_some_and(|x| x == "parquet") {
+            for e in parquet::read_file(path)? {
+                push(&e.to_event()?.to_json().to_string(), &mut body)?;
+            }
+            continue;
+        }
+        for line in BufReader::new(open_ndjson(path)?).lines() {
+            let line = line.with_context(|| path.display().to_string())?;
+            if !line.trim().is_empty() {
+                push(&line, &mut body)?;
+            }
         }
     }
-    Ok(out)
+    if body.events > 0 {
+        tx.blocking_send(body).context("the posting side stopped")?;
+    }
+    Ok(())
+}
+
+/// What ingest answered for one body.
+#[derive(Default)]
+struct Posted {
+    events: u64,
+    accepted: u64,
+    rejected: u64,
+    errors: Vec<String>,
+}
+
+/// Posts one body, waiting out `429`/`503` as `Retry-After` says.
+async fn post(client: &reqwest::Client, url: &str, key: &str, body: Body) -> anyhow::Result<Posted> {
+    loop {
+        let resp = client
+            .post(url)
+            .bearer_auth(key)
+            .header("content-type", "application/x-ndjson")
+            .body(body.ndjson.clone())
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        if status == 429 || status == 503 {
+            let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+            continue;
+        }
+        let v: serde_json::Value = resp.json().await?;
+        if status != 200 {
+            bail!("ingest answered {status}: {v}");
+        }
+        return Ok(Posted {
+            events: body.events,
+            accepted: v["accepted"].as_u64().unwrap_or(0),
+            rejected: v["rejected"].as_u64().unwrap_or(0),
+            errors: v["errors"].as_array().into_iter().flatten().take(10).map(|e| e.to_string()).collect(),
+        });
+    }
 }
 
 async fn import(args: &[String]) -> anyhow::Result<()> {
     let ingest = one(args, "--ingest")?;
     let key = one(args, "--key")?;
-    let batch: usize = values(args, "--batch").pop().map(|b| b.parse()).transpose()?.unwrap_or(1000);
+    let number = |name: &str, default: usize| -> anyhow::Result<usize> {
+        let v = values(args, name).pop().map(|b| b.parse::<usize>()).transpose();
+        match v.with_context(|| format!("{name}: must be a whole number"))? {
+            Some(0) => bail!("{name}: must be at least 1"),
+            v => Ok(v.unwrap_or(default)),
+        }
+    };
+    let batch = number("--batch", 1000)?;
+    let concurrency = number("--concurrency", 4)?;
     // Every argument after the subcommand that is neither an option nor an option's value.
     let mut inputs: Vec<PathBuf> = Vec::new();
     let mut rest = args.iter().skip(2);
@@ -142,50 +226,38 @@ async fn import(args: &[String]) -> anyhow::Result<()> {
     if inputs.is_empty() {
         bail!("no input files (see --help)");
     }
-    let mut lines = Vec::new();
-    for p in &inputs {
-        let files = if p.is_dir() { parquet::files(p) } else { vec![p.clone()] };
-        for f in files {
-            lines.extend(lines_of(&f)?);
-        }
+    let files: Vec<PathBuf> =
+        inputs.iter().flat_map(|p| if p.is_dir() { parquet::files(p) } else { vec![p.clone()] }).collect();
+    let mut total = 0;
+    for f in &files {
+        total += count_events(f)?;
     }
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let url = format!("{}/v1/events", ingest.trim_end_matches('/'));
-    let mut progress = Progress::new(lines.len() as u64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Body>(concurrency * 2);
+    let reader = tokio::task::spawn_blocking(move || read_bodies(&files, batch, &tx));
+    // Bodies are posted `concurrency` at a time, in any order: every metric is independent of the
+    // order events arrive in, and a repeated event_id is counted once.
+    let posted = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) })
+        .map(|body| post(&client, &url, &key, body))
+        .buffer_unordered(concurrency);
+    let mut posted = std::pin::pin!(posted);
+    let mut progress = Progress::new(total);
     let (mut accepted, mut rejected) = (0u64, 0u64);
     let mut first_errors = Vec::new();
-    for chunk in lines.chunks(batch) {
-        let body: String = chunk.iter().map(|l| format!("{l}\n")).collect();
-        loop {
-            let resp = client
-                .post(&url)
-                .bearer_auth(&key)
-                .header("content-type", "application/x-ndjson")
-                .body(body.clone())
-                .send()
-                .await?;
-            let status = resp.status().as_u16();
-            if status == 429 || status == 503 {
-                let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-                continue;
-            }
-            let v: serde_json::Value = resp.json().await?;
-            if status != 200 {
-                bail!("ingest answered {status}: {v}");
-            }
-            accepted += v["accepted"].as_u64().unwrap_or(0);
-            rejected += v["rejected"].as_u64().unwrap_or(0);
-            for e in v["errors"].as_array().into_iter().flatten() {
-                if first_errors.len() < 10 {
-                    first_errors.push(e.to_string());
-                }
-            }
-            break;
-        }
-        progress.add(chunk.len() as u64);
+    while let Some(p) = posted.next().await {
+        let p = p?;
+        accepted += p.accepted;
+        rejected += p.rejected;
+        first_errors.extend(p.errors.into_iter().take(10usize.saturating_sub(first_errors.len())));
+        progress.add(p.events);
     }
-    println!("imported {accepted} events, rejected {rejected} (same rules as POST /v1/events)");
+    reader.await??;
+    let secs = progress.started.elapsed().as_secs_f64();
+    println!(
+        "imported {accepted} events, rejected {rejected} (same rules as POST /v1/events) in {secs:.1} s ({:.0} events/s)",
+        (accepted + rejected) as f64 / secs.max(1e-3)
+    );
     for e in first_errors {
         println!("  rejected: {e}");
     }
