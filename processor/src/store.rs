@@ -87,9 +87,11 @@ impl Store {
     /// Writes derived rows and the raw archive, then the progress rows. A failure anywhere leaves
     /// progress where it was, so the same rows are written again on retry or restart.
     ///
-    /// The eight tables are written concurrently (one HTTP request each): a flush then waits for
-    /// the slowest insert rather than for the sum of them. Rows are absolute values with a
-    /// version, so the order among them does not matter; only progress must come after all.
+    /// Seven tables are written concurrently (one HTTP request each): a flush then waits for the
+    /// slowest insert rather than for the sum of them. Rows are absolute values with a version,
+    /// so the order among them does not matter. `community_stats` comes after them: it is what
+    /// `/freshness` reports as counted, so it must not show events whose rows are still in
+    /// flight. Progress comes last.
     #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]
     pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
         tokio::try_join!(
@@ -100,8 +102,8 @@ impl Store {
             self.insert("engagement", &batch.engagement),
             self.insert("lifecycle", &batch.lifecycle),
             self.insert("churn", &batch.churn),
-            self.insert("community_stats", &batch.stats),
         )?;
+        self.insert("community_stats", &batch.stats).await?;
         self.insert("processor_progress", &batch.progress).await?;
         Ok(())
     }
