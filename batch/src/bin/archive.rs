@@ -164,7 +164,6 @@ fn read_bodies(files: &[PathBuf], batch: usize, tx: &tokio::sync::mpsc::Sender<B
 }
 
 /// What ingest answered for one body.
-#[derive(Default)]
 struct Posted {
     events: u64,
     accepted: u64,
@@ -174,12 +173,14 @@ struct Posted {
 
 /// Posts one body, waiting out `429`/`503` as `Retry-After` says.
 async fn post(client: &reqwest::Client, url: &str, key: &str, body: Body) -> anyhow::Result<Posted> {
+    // Shared, not copied, by each attempt.
+    let ndjson = bytes::Bytes::from(body.ndjson);
     loop {
         let resp = client
             .post(url)
             .bearer_auth(key)
             .header("content-type", "application/x-ndjson")
-            .body(body.ndjson.clone())
+            .body(ndjson.clone())
             .send()
             .await?;
         let status = resp.status().as_u16();

@@ -11,7 +11,7 @@
 //!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4]
 
 use anyhow::{bail, Context, Result};
-use e2e_tests::{wait_for, Stack, READ_KEY, WRITE_KEY};
+use e2e_tests::{load, wait_for, Stack, READ_KEY, WRITE_KEY};
 use reqwest::blocking::Client;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
@@ -68,7 +68,7 @@ fn main() -> Result<()> {
     }
     print!("{}", String::from_utf8_lossy(&import.stdout));
     for (c, n) in &expected {
-        wait_counted(&client, &stack, c, *n, Duration::from_secs(3600))?;
+        load::wait_counted(&client, &stack, c, *n, Duration::from_secs(3600));
     }
     let caught_up_s = started.elapsed().as_secs_f64();
     let caught_up_at = SystemTime::now();
@@ -104,7 +104,8 @@ fn main() -> Result<()> {
             stack.stop_processor();
         }
         let probe = generator::generate(&spec(format!("restart-probe-{round}"), 100 + round, 1000));
-        post(&client, &stack, &probe)?;
+        let records = probe.iter().map(|e| e.to_json()).collect();
+        load::paced(&client, &stack.ingest_url, records, Duration::ZERO).join().expect("posting the probe");
         let started = Instant::now();
         stack.start_processor()?;
         let log = stack.dir.join(format!("processor-{}.log", processors(&stack) - 1));
@@ -141,36 +142,10 @@ fn processors(stack: &Stack) -> usize {
     stack.procs.iter().filter(|p| p.name.starts_with("processor")).count()
 }
 
-fn post(client: &Client, stack: &Stack, events: &[schemas::Event]) -> Result<()> {
-    for chunk in events.chunks(1000) {
-        let body: String = chunk.iter().map(|e| e.to_json().to_string() + "\n").collect();
-        loop {
-            let resp = client
-                .post(format!("{}/v1/events", stack.ingest_url))
-                .bearer_auth(WRITE_KEY)
-                .header("content-type", "application/x-ndjson")
-                .body(body.clone())
-                .send()?;
-            match resp.status().as_u16() {
-                200 => break,
-                429 | 503 => std::thread::sleep(Duration::from_millis(200)),
-                s => bail!("ingest answered {s}"),
-            }
-        }
-    }
-    Ok(())
-}
-
 fn counted(client: &Client, stack: &Stack, community: &str) -> Option<u64> {
     let url = format!("{}/v1/communities/{community}/freshness", stack.query_url);
     let v: serde_json::Value = client.get(url).bearer_auth(READ_KEY).send().ok()?.json().ok()?;
     v["events_processed"].as_u64()
-}
-
-fn wait_counted(client: &Client, stack: &Stack, community: &str, expected: u64, timeout: Duration) -> Result<()> {
-    wait_for(&format!("{community}: {expected} events counted"), timeout, || {
-        counted(client, stack, community) == Some(expected)
-    })
 }
 
 fn checkpoint_files(stack: &Stack) -> Vec<std::fs::Metadata> {
