@@ -285,6 +285,9 @@ impl Pipeline {
         tokio::pin!(shutdown);
         let mut progress =
             targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));
+        // Time spent taking records from the consumer while partitions are held, for the
+        // replay's time by step.
+        let mut consuming = Duration::ZERO;
         loop {
             if let Some(p) = &mut progress {
                 if !self.core.partitions.is_empty() {
@@ -300,6 +303,7 @@ impl Pipeline {
             // timer for every record.
             let deadline = tokio::time::sleep(interval);
             tokio::pin!(deadline);
+            let round_started = Instant::now();
             let mut consumed = 0usize;
             let mut stop = false;
             while consumed < self.cfg.flush.max_records {
@@ -339,6 +343,9 @@ impl Pipeline {
                 }
             }
             self.last_poll = Instant::now();
+            if replaying {
+                consuming += round_started.elapsed();
+            }
             self.core.apply_received();
             self.core.metrics.records_consumed.inc_by(consumed as u64);
             if consumed > 0 {
@@ -369,11 +376,12 @@ impl Pipeline {
                     let spent =
                         |step: &str| self.core.metrics.flush_seconds.with_label_values(&[step]).get_sample_sum();
                     tracing::info!(
+                        consume_s = consuming.as_secs_f64(),
                         apply_s = spent("apply"),
                         engine_s = spent("engine"),
                         write_s = spent("write"),
                         snapshot_s = spent("snapshot"),
-                        "replay time by step (the rest is waiting for records)"
+                        "replay time by step (consume: taking records from the consumer)"
                     );
                     return Ok(true);
                 }

@@ -4,6 +4,7 @@
 pub mod ddl;
 pub mod event;
 pub mod queries;
+mod scan;
 pub mod validate;
 pub mod view;
 

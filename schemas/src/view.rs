@@ -7,13 +7,9 @@
 //! `parse_event`, which either accepts it (an owned event) or gives its usual error.
 
 use crate::event::{Event, EventType, LeaveReason};
+use crate::scan::{Scalar, Scanner};
 use crate::validate::{parse_event, parse_ts, valid_community_id, Limits, ValidationError};
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use std::borrow::Cow;
-use std::fmt;
 
 /// The fields of one valid event that the metric engine and the archive read.
 #[derive(Debug, Clone, Copy)]
@@ -36,7 +32,8 @@ pub struct EventView<'a> {
 #[derive(Debug, Clone, Copy)]
 pub enum PropsRef<'a> {
     None,
-    Raw(&'a RawValue),
+    /// The props object's text, checked as JSON.
+    Raw(&'a str),
     Map(&'a Map<String, Value>),
 }
 
@@ -48,7 +45,7 @@ impl PropsRef<'_> {
             PropsRef::None => "{}".to_owned(),
             PropsRef::Map(m) => serde_json::to_string(m).expect("a JSON map always serialises"),
             PropsRef::Raw(raw) => {
-                let mut m: Map<String, Value> = serde_json::from_str(raw.get()).expect("validated as an object");
+                let mut m: Map<String, Value> = serde_json::from_str(raw).expect("validated as an object");
                 m.retain(|_, v| !v.is_null());
                 serde_json::to_string(&m).expect("a JSON map always serialises")
             }
@@ -106,125 +103,78 @@ pub fn parse_event_view<'a>(
     parse_event(bytes, now_ms, limits).map(|e| ParsedEvent::Owned(Box::new(e)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The fields the typed decoder reads, as the scanner found them.
+#[derive(Default)]
 struct Wire<'a> {
-    #[serde(borrow)]
-    event_id: Cow<'a, str>,
-    #[serde(rename = "type", borrow)]
-    event_type: Cow<'a, str>,
-    #[serde(borrow)]
-    community_id: Cow<'a, str>,
-    #[serde(borrow)]
-    group_id: Cow<'a, str>,
-    #[serde(borrow)]
-    member_id: Cow<'a, str>,
-    #[serde(borrow)]
-    ts: Cow<'a, str>,
-    /// (`Option<Cow<str>>` would never borrow; a string with escapes fails here and goes the
-    /// slow way.)
-    #[serde(default, borrow)]
+    event_id: Option<&'a str>,
+    event_type: Option<&'a str>,
+    community_id: Option<&'a str>,
+    group_id: Option<&'a str>,
+    member_id: Option<&'a str>,
+    ts: Option<&'a str>,
     platform: Option<&'a str>,
-    #[serde(default)]
     is_bot: Option<bool>,
-    #[serde(default, borrow)]
-    props: Option<&'a RawValue>,
+    /// The props object's text.
+    props: Option<&'a str>,
+    /// The values of `TYPED_KEYS` in `props`, `null` included.
+    typed: [Option<Prop<'a>>; TYPED_KEYS.len()],
 }
 
 /// The typed keys of every event type (`validate::typed_props`); any other key is free-form.
-#[derive(Deserialize, Default)]
-struct WireProps<'a> {
-    #[serde(default, borrow)]
-    inviter_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    source: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    reason: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    message_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    reply_to: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    thread_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    text_len: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    content_type: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    emoji: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    target_member_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    campaign_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    activity_id: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    name: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    value: Option<Prop<'a>>,
-    #[serde(default, borrow)]
-    currency: Option<Prop<'a>>,
-}
+const TYPED_KEYS: [&str; 15] = [
+    "inviter_id",
+    "source",
+    "reason",
+    "message_id",
+    "reply_to",
+    "thread_id",
+    "text_len",
+    "content_type",
+    "emoji",
+    "target_member_id",
+    "campaign_id",
+    "activity_id",
+    "name",
+    "value",
+    "currency",
+];
 
 /// One props value, as far as the typed rules look at it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Prop<'a> {
     Null,
     Bool,
     Unsigned(u64),
     Signed(i64),
     Float(f64),
-    Str(Cow<'a, str>),
+    Str(&'a str),
     /// An array or an object.
     Nested,
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Prop<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Prop<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("any JSON value")
+impl<'a> Prop<'a> {
+    fn from_scalar(v: Scalar<'a>) -> Option<Self> {
+        Some(match v {
+            Scalar::Null => Prop::Null,
+            Scalar::Bool(_) => Prop::Bool,
+            Scalar::Str(s) => Prop::Str(s),
+            Scalar::Nested => Prop::Nested,
+            // Up to 19 digits always fits a u64, as serde_json would read it.
+            Scalar::Number(n) if n.len() <= 19 && n.bytes().all(|b| b.is_ascii_digit()) => {
+                Prop::Unsigned(n.parse().ok()?)
             }
-            fn visit_unit<E>(self) -> Result<Prop<'a>, E> {
-                Ok(Prop::Null)
+            // The rest as serde_json reads numbers (`-0` and integers beyond 64 bits are floats).
+            Scalar::Number(n) => {
+                let n: serde_json::Number = serde_json::from_str(n).ok()?;
+                match (n.as_u64(), n.as_i64()) {
+                    (Some(u), _) => Prop::Unsigned(u),
+                    (None, Some(i)) => Prop::Signed(i),
+                    (None, None) => Prop::Float(n.as_f64()?),
+                }
             }
-            fn visit_none<E>(self) -> Result<Prop<'a>, E> {
-                Ok(Prop::Null)
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Prop<'a>, E> {
-                Ok(Prop::Bool)
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Prop<'a>, E> {
-                Ok(Prop::Unsigned(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Prop<'a>, E> {
-                Ok(Prop::Signed(v))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Prop<'a>, E> {
-                Ok(Prop::Float(v))
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Prop<'a>, E> {
-                Ok(Prop::Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Prop<'a>, E> {
-                Ok(Prop::Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Prop<'a>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Prop::Nested)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Prop<'a>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Prop::Nested)
-            }
-        }
-        d.deserialize_any(V(std::marker::PhantomData))
+        })
     }
-}
 
-impl Prop<'_> {
     /// `null` counts as absent (as in `parse_event`).
     fn present(p: &Option<Self>) -> Option<&Self> {
         p.as_ref().filter(|p| **p != Prop::Null)
@@ -240,67 +190,142 @@ impl Prop<'_> {
     }
 }
 
+impl<'a> Wire<'a> {
+    /// The top-level object: only the SPEC's fields, each once, strings without escapes.
+    fn scan(text: &'a str) -> Option<Self> {
+        let mut s = Scanner::new(text);
+        let mut w = Wire::default();
+        let mut seen = 0u16;
+        s.eat(b'{')?;
+        if s.next_token()? == b'}' {
+            return None;
+        }
+        loop {
+            let key = s.string()?;
+            s.eat(b':')?;
+            let bit = match key {
+                "event_id" => put(&mut w.event_id, s.string()?, 0),
+                "type" => put(&mut w.event_type, s.string()?, 1),
+                "community_id" => put(&mut w.community_id, s.string()?, 2),
+                "group_id" => put(&mut w.group_id, s.string()?, 3),
+                "member_id" => put(&mut w.member_id, s.string()?, 4),
+                "ts" => put(&mut w.ts, s.string()?, 5),
+                "platform" => {
+                    w.platform = match s.value()? {
+                        Scalar::Null => None,
+                        Scalar::Str(p) => Some(p),
+                        _ => return None,
+                    };
+                    6
+                }
+                "is_bot" => {
+                    w.is_bot = match s.value()? {
+                        Scalar::Null => None,
+                        Scalar::Bool(b) => Some(b),
+                        _ => return None,
+                    };
+                    7
+                }
+                "props" => {
+                    if s.next_token()? == b'{' {
+                        w.scan_props(&mut s)?;
+                    } else if s.value()? != Scalar::Null {
+                        return None;
+                    }
+                    8
+                }
+                _ => return None,
+            };
+            if seen & (1 << bit) != 0 {
+                return None;
+            }
+            seen |= 1 << bit;
+            if !s.object_goes_on()? {
+                break;
+            }
+        }
+        s.at_end().then_some(w)
+    }
+
+    fn scan_props(&mut self, s: &mut Scanner<'a>) -> Option<()> {
+        let start = s.position();
+        s.eat(b'{')?;
+        if s.next_token()? == b'}' {
+            s.eat(b'}')?;
+        } else {
+            loop {
+                let key = s.string()?;
+                s.eat(b':')?;
+                let value = s.value()?;
+                if let Some(i) = TYPED_KEYS.iter().position(|k| *k == key) {
+                    if self.typed[i].is_some() {
+                        return None;
+                    }
+                    self.typed[i] = Some(Prop::from_scalar(value)?);
+                }
+                if !s.object_goes_on()? {
+                    break;
+                }
+            }
+        }
+        self.props = Some(s.between(start, s.position()));
+        Some(())
+    }
+
+    fn typed(&self, key: &str) -> &Option<Prop<'a>> {
+        let i = TYPED_KEYS.iter().position(|k| *k == key);
+        &self.typed[i.unwrap_or_else(|| unreachable!("typed_props names {key}, which TYPED_KEYS lacks"))]
+    }
+}
+
+/// Stores a field's value; returns its bit in the fields seen.
+fn put<'a>(slot: &mut Option<&'a str>, value: &'a str, bit: u16) -> u16 {
+    *slot = Some(value);
+    bit
+}
+
 /// The typed decoder: `None` whenever it is not sure, so that `parse_event` decides.
 fn fast<'a>(bytes: &'a [u8], now_ms: Option<i64>, limits: &Limits) -> Option<EventView<'a>> {
-    // Derived structs also accept JSON arrays; the SPEC asks for an object.
-    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return None;
-    }
-    let w: Wire<'a> = serde_json::from_slice(bytes).ok()?;
-    let event_id = borrowed(w.event_id)?;
-    let community_id = borrowed(w.community_id)?;
-    let group_id = borrowed(w.group_id)?;
-    let member_id = borrowed(w.member_id)?;
+    let w = Wire::scan(std::str::from_utf8(bytes).ok()?)?;
+    let (event_id, community_id) = (w.event_id?, w.community_id?);
+    let (group_id, member_id) = (w.group_id?, w.member_id?);
     for id in [event_id, group_id, member_id] {
         if id.is_empty() || id.len() > 128 {
             return None;
         }
     }
-    let event_type = EventType::parse(&w.event_type)?;
+    let event_type = EventType::parse(w.event_type?)?;
     if !valid_community_id(community_id) {
         return None;
     }
-    let ts_ms = parse_ts(&w.ts).ok()?;
+    let ts_ms = parse_ts(w.ts?).ok()?;
     if now_ms.is_some_and(|now| ts_ms > now + limits.max_future_ms) {
         return None;
     }
-    let (props, typed) = match w.props {
-        None => (PropsRef::None, WireProps::default()),
-        Some(raw) => {
-            if !raw.get().starts_with('{') {
-                return None;
-            }
-            let typed: WireProps<'a> = serde_json::from_str(raw.get()).ok()?;
-            (PropsRef::Raw(raw), typed)
-        }
-    };
     let typed_ok = |key: &Option<Prop>, kind: &str| match Prop::present(key) {
         None => true,
         Some(p) => match kind {
             "string" => matches!(p, Prop::Str(_)),
             "non_negative_integer" => matches!(p, Prop::Unsigned(_)),
             "number" => p.as_f64().is_some(),
-            _ => matches!(p, Prop::Str(s) if matches!(s.as_ref(), "left" | "removed" | "banned")),
+            _ => matches!(p, Prop::Str("left" | "removed" | "banned")),
         },
     };
     for (key, kind) in crate::validate::typed_props(event_type) {
-        if !typed_ok(typed.get(key), kind) {
+        if !typed_ok(w.typed(key), kind) {
             return None;
         }
     }
-    let inviter_id = match Prop::present(&typed.inviter_id) {
-        Some(Prop::Str(s)) if event_type == EventType::MemberJoined => Some(borrowed(s.clone())?),
+    let inviter_id = match Prop::present(w.typed("inviter_id")) {
+        Some(Prop::Str(s)) if event_type == EventType::MemberJoined => Some(*s),
         _ => None,
     };
-    let leave_reason = match Prop::present(&typed.reason) {
-        Some(Prop::Str(s)) if event_type == EventType::MemberLeft => match s.as_ref() {
-            "removed" => LeaveReason::Removed,
-            "banned" => LeaveReason::Banned,
-            _ => LeaveReason::Left,
-        },
+    let leave_reason = match Prop::present(w.typed("reason")) {
+        Some(Prop::Str("removed")) if event_type == EventType::MemberLeft => LeaveReason::Removed,
+        Some(Prop::Str("banned")) if event_type == EventType::MemberLeft => LeaveReason::Banned,
         _ => LeaveReason::Left,
     };
-    let conversion_value = match Prop::present(&typed.value) {
+    let conversion_value = match Prop::present(w.typed("value")) {
         Some(p) if event_type == EventType::Conversion => p.as_f64(),
         _ => None,
     };
@@ -316,38 +341,6 @@ fn fast<'a>(bytes: &'a [u8], now_ms: Option<i64>, limits: &Limits) -> Option<Eve
         inviter_id,
         leave_reason,
         conversion_value,
-        props,
+        props: w.props.map_or(PropsRef::None, PropsRef::Raw),
     })
-}
-
-impl<'a> WireProps<'a> {
-    fn get(&self, key: &str) -> &Option<Prop<'a>> {
-        match key {
-            "inviter_id" => &self.inviter_id,
-            "source" => &self.source,
-            "reason" => &self.reason,
-            "message_id" => &self.message_id,
-            "reply_to" => &self.reply_to,
-            "thread_id" => &self.thread_id,
-            "text_len" => &self.text_len,
-            "content_type" => &self.content_type,
-            "emoji" => &self.emoji,
-            "target_member_id" => &self.target_member_id,
-            "campaign_id" => &self.campaign_id,
-            "activity_id" => &self.activity_id,
-            "name" => &self.name,
-            "value" => &self.value,
-            "currency" => &self.currency,
-            other => unreachable!("typed_props names {other}, which WireProps lacks"),
-        }
-    }
-}
-
-/// Strings with escapes are rare in ids; those records go the slow way rather than carry owned
-/// copies in a borrowed view.
-fn borrowed(s: Cow<'_, str>) -> Option<&str> {
-    match s {
-        Cow::Borrowed(s) => Some(s),
-        Cow::Owned(_) => None,
-    }
 }

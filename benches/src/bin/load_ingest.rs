@@ -1,11 +1,16 @@
 //! Load run: starts a whole stack on loopback (the e2e harness), posts a generated community
 //! through `POST /v1/events` with a given batch size and concurrency, and reports ingest
 //! events/s and the time from the last accepted event to the tables being complete (freshness).
-//! Then it replays the whole topic into generation 1 (`processor replay`) and reports the replay
-//! rate: records read from Kafka and written as derived tables per second.
+//! Then it reads the whole topic once with a bare librdkafka consumer (the broker's read ceiling on
+//! this machine, without and with decoding each record), and replays the whole topic into
+//! generation 1 (`processor replay`) and reports the replay rate: records read from Kafka and
+//! written as derived tables per second.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
 //!       [--replay-flush-ms MS]
+//!
+//! `LOAD_SHOW_REPLAY_LOG=1` prints the replaying processor's log (its rounds, checkpoints and
+//! time by step) on stderr.
 
 use anyhow::{bail, Result};
 use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
@@ -90,6 +95,17 @@ async fn main() -> Result<()> {
         );
     }
     let records: usize = total_events;
+    println!();
+    println!("| bare read of the topic (one consumer, one thread) | records | MB | time | records/s |");
+    println!("|---|---|---|---|---|");
+    for (name, how) in [
+        ("`BaseConsumer::poll`, records counted", Read::Count),
+        ("`BaseConsumer::poll`, records decoded (`parse_event_view`)", Read::Decode),
+        ("`StreamConsumer::recv` as the processor reads, payloads copied", Read::Stream),
+    ] {
+        let (n, bytes, secs) = read_topic(&stack.kafka, how).await?;
+        println!("| {name} | {n} | {:.1} | {secs:.2} s | {:.0} |", bytes as f64 / 1e6, n as f64 / secs);
+    }
     let cpu_before = children_cpu_seconds();
     let started = Instant::now();
     // The configuration's default (5 s) unless given.
@@ -103,6 +119,9 @@ async fn main() -> Result<()> {
     let wall = started.elapsed().as_secs_f64();
     let cpu = children_cpu_seconds() - cpu_before;
     let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    if std::env::var_os("LOAD_SHOW_REPLAY_LOG").is_some() {
+        eprintln!("{log}");
+    }
     if !out.status.success() {
         bail!("replay failed: {}{log}", String::from_utf8_lossy(&out.stderr));
     }
@@ -123,7 +142,8 @@ async fn main() -> Result<()> {
     };
     println!();
     println!(
-        "replay time by step: apply {}, engine flush {}, ClickHouse write {}, snapshot {} (the rest of the reading time waits for records)",
+        "replay time by step: consume {}, apply {}, engine flush {}, ClickHouse write {}, snapshot {}",
+        step("consume_s"),
         step("apply_s"),
         step("engine_s"),
         step("write_s"),
@@ -143,8 +163,123 @@ async fn main() -> Result<()> {
             println!("| all of the topic | {records} | {wall:.2} s | (not in the log) | | {cpu:.2} s | {per_cpu:.0} |")
         }
     }
+    // The replay's own count, not the events sent: the new generation must hold every event.
+    let mut counted = Vec::new();
+    for db in [stack.database.clone(), format!("{}_g1", stack.database)] {
+        let q = format!(
+            "SELECT sum(n) FROM (SELECT argMax(events_processed, version) AS n FROM {db}.community_stats \
+             GROUP BY community_id, partition) FORMAT TSV"
+        );
+        let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
+        counted.push(r.trim().parse::<u64>()?);
+    }
+    if counted[0] != counted[1] || counted[0] != records as u64 {
+        bail!(
+            "events counted: {} in generation 0, {} in the replay's generation 1, {records} sent",
+            counted[0],
+            counted[1]
+        );
+    }
+    println!("events counted in the replay's generation: {} (the same as the serving one)", counted[1]);
     drop(stack);
     Ok(())
+}
+
+const TOPIC: &str = "engagement-events";
+
+/// How a bare read of the topic takes its records.
+#[derive(Clone, Copy)]
+enum Read {
+    /// `BaseConsumer::poll`, librdkafka's fastest interface: counted, nothing else.
+    Count,
+    /// The same, each record decoded with `parse_event_view`.
+    Decode,
+    /// `StreamConsumer::recv` as the processor's loop takes them (what the consumer already
+    /// holds without another `select!`), each payload copied out as the processor does.
+    Stream,
+}
+
+/// Reads every partition of the events topic from its start to its end with the processor's
+/// fetch settings, no consumer group and nothing else to do per record: the most a replay could
+/// read from this broker on this machine. Returns records, payload bytes and the seconds from
+/// the start to the last record.
+///
+/// Tansu 0.6 answers a log end below the last record (the last batch's records after its first
+/// are not counted), so the read goes on until no record came for half a second.
+async fn read_topic(brokers: &str, how: Read) -> Result<(u64, u64, f64)> {
+    use futures::FutureExt;
+    use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "load-ingest-read")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "100");
+    fn assign<C: rdkafka::consumer::ConsumerContext>(consumer: &impl Consumer<C>) -> Result<()> {
+        let md = consumer.fetch_metadata(Some(TOPIC), Duration::from_secs(10))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in md.topics().first().map(|t| t.partitions()).unwrap_or_default() {
+            tpl.add_partition_offset(TOPIC, p.id(), Offset::Beginning)?;
+        }
+        Ok(consumer.assign(&tpl)?)
+    }
+    let limits = schemas::Limits::default();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    let started = Instant::now();
+    let mut last = started;
+    const IDLE: Duration = Duration::from_millis(500);
+    match how {
+        Read::Count | Read::Decode => {
+            let consumer: BaseConsumer = config.create()?;
+            assign(&consumer)?;
+            while last.elapsed() < IDLE || n == 0 {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => {
+                        let payload = m.payload().unwrap_or_default();
+                        n += 1;
+                        bytes += payload.len() as u64;
+                        if matches!(how, Read::Decode) {
+                            let parsed = schemas::parse_event_view(payload, None, &limits);
+                            std::hint::black_box(parsed.map(|e| e.view().ts_ms).ok());
+                        }
+                        last = Instant::now();
+                    }
+                    Some(Err(e)) => bail!("reading the topic: {e}"),
+                    None if started.elapsed() > Duration::from_secs(300) => bail!("nothing read in 300 s"),
+                    None => {}
+                }
+            }
+        }
+        Read::Stream => {
+            let consumer: StreamConsumer = config.create()?;
+            assign(&consumer)?;
+            let mut kept: Vec<Vec<u8>> = Vec::new();
+            loop {
+                let m = match tokio::time::timeout(IDLE, consumer.recv()).await {
+                    Ok(m) => m?,
+                    Err(_) if n > 0 => break,
+                    Err(_) if started.elapsed() > Duration::from_secs(300) => bail!("nothing read in 300 s"),
+                    Err(_) => continue,
+                };
+                let mut take = |m: &rdkafka::message::BorrowedMessage| {
+                    let payload = m.payload().unwrap_or_default();
+                    n += 1;
+                    bytes += payload.len() as u64;
+                    kept.push(payload.to_vec());
+                };
+                take(&m);
+                while let Some(Ok(m)) = consumer.recv().now_or_never() {
+                    take(&m);
+                }
+                last = Instant::now();
+                if kept.len() > 100_000 {
+                    kept.clear();
+                }
+            }
+        }
+    }
+    Ok((n, bytes, (last - started).as_secs_f64()))
 }
 
 /// CPU time (user + system) of this process's children that have exited and been waited for
