@@ -253,14 +253,17 @@ struct MemberState {
 }
 
 impl MemberState {
-    fn group_mut(&mut self, scope: &Scope) -> &mut GroupHistory {
-        let i = match self.groups.iter().position(|(s, _)| s == scope) {
+    /// The member's history in `group_id`; `scope` (the community's shared copy of the id) is
+    /// asked for only when the member is new to the group, so that an event in a known group
+    /// costs no lookup in the community's scopes.
+    fn group_mut(&mut self, group_id: &str, scope: impl FnOnce() -> Scope) -> &mut GroupHistory {
+        let i = match self.groups.iter().position(|(s, _)| **s == *group_id) {
             Some(i) => i,
             None => {
                 // Most members are in one or two groups: growing by one keeps no spare slots,
                 // which at 56 bytes each would cost as much as the history itself.
                 self.groups.reserve_exact(1);
-                self.groups.push((scope.clone(), GroupHistory::default()));
+                self.groups.push((scope(), GroupHistory::default()));
                 self.groups.len() - 1
             }
         };
@@ -406,7 +409,6 @@ impl Engine {
         if ev.is_bot {
             return true;
         }
-        let scope = intern(&mut comm.scopes, ev.group_id);
         if !comm.touched.contains_key(ev.member_id) {
             // A member with no history yet contributes nothing: no need to compute that.
             let before = if member.groups.is_empty() {
@@ -417,7 +419,7 @@ impl Engine {
             };
             comm.touched.insert(ev.member_id.to_owned(), before);
         }
-        let h = member.group_mut(&scope);
+        let h = member.group_mut(ev.group_id, || intern(&mut comm.scopes, ev.group_id));
         match ev.event_type {
             EventType::MemberJoined => push_compact(&mut h.joins, (ev.ts_ms, ev.inviter_id.map(Box::from))),
             EventType::MemberLeft => push_compact(&mut h.leaves, (ev.ts_ms, ev.leave_reason)),

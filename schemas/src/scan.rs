@@ -70,12 +70,12 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let start = self.at;
         let bytes = self.text.as_bytes();
-        let len = bytes[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        if bytes[start + len] != b'"' {
+        let end = start + special_at(&bytes[start..])?;
+        if bytes[end] != b'"' {
             return None;
         }
-        self.at = start + len + 1;
-        Some(&self.text[start..start + len])
+        self.at = end + 1;
+        Some(&self.text[start..end])
     }
 
     pub(crate) fn value(&mut self) -> Option<Scalar<'a>> {
@@ -193,6 +193,28 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The index of the first quote, backslash or control character: eight bytes at a time, as
+/// the strings here are mostly ids and timestamps of 10 to 40 bytes (half of the decoder's
+/// instructions went to testing them a byte at a time).
+fn special_at(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero, or below `n`: the classic bit tricks, exact for the first such
+    // byte (a borrow only runs towards higher bytes, i.e. later ones in little-endian order).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
+    let mut i = 0;
+    while i + 8 <= bytes.len() {
+        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+        let hit = zero(w ^ (ONES * b'"' as u64)) | zero(w ^ (ONES * b'\\' as u64)) | below(w, 0x20);
+        if hit != 0 {
+            return Some(i + (hit.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|j| i + j)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +264,24 @@ mod tests {
         ] {
             assert_eq!(whole(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn special_bytes_are_found_at_every_position_among_any_others() {
+        let slow = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        // Every byte value, before and after each special one, at every offset of a word.
+        for special in [b'"', b'\\', 0x00, 0x1f, 0x0a] {
+            for other in 0..=255u8 {
+                for at in 0..20 {
+                    let mut b = vec![other; 24];
+                    b[at] = special;
+                    assert_eq!(special_at(&b), slow(&b), "{special} at {at} among {other}");
+                    b.truncate(at + 1);
+                    assert_eq!(special_at(&b), slow(&b), "{special} last at {at} among {other}");
+                }
+            }
+        }
+        assert_eq!(special_at(b"no special byte here, \xc3\xa9 included"), None);
     }
 
     #[test]
