@@ -4,7 +4,7 @@
 //! It answers `None` to whatever it is not sure of: an escape in a string, nesting deeper than
 //! `MAX_DEPTH`, any syntax error. Its caller then leaves the record to `parse_event`, so the
 //! reader never has to know more JSON than the canonical topic form uses; it only has to be right
-//! about what it accepts. `serde_json` with a derived struct did the same job at about three times
+//! about what it accepts. `serde_json` with a derived struct did the same job at about twice
 //! the cost (docs/performance.md).
 
 /// Deeper than this is left to `serde_json` (which refuses beyond 128).
