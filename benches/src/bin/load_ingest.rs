@@ -1,10 +1,10 @@
 //! Load run: starts a whole stack on loopback (the e2e harness), posts a generated community
 //! through `POST /v1/events` with a given batch size and concurrency, and reports ingest
 //! events/s and the time from the last accepted event to the tables being complete (freshness).
-//! Then it reads the whole topic once with a bare librdkafka consumer (the broker's read ceiling on
-//! this machine, without and with decoding each record), and replays the whole topic into
-//! generation 1 (`processor replay`) and reports the replay rate: records read from Kafka and
-//! written as derived tables per second.
+//! Then it reads the whole topic with a bare consumer, three ways (`Read`: the broker's read
+//! ceiling on this machine), replays the whole topic into generation 1 (`processor replay`),
+//! reports the replay rate (records read from Kafka and written as derived tables per second),
+//! and checks that the new generation counts every event the serving one does.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
 //!       [--replay-flush-ms MS]
@@ -185,6 +185,7 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// The processor's default topic, which the e2e stack uses.
 const TOPIC: &str = "engagement-events";
 
 /// How a bare read of the topic takes its records.
@@ -204,8 +205,8 @@ enum Read {
 /// read from this broker on this machine. Returns records, payload bytes and the seconds from
 /// the start to the last record.
 ///
-/// Tansu 0.6 answers a log end below the last record (the last batch's records after its first
-/// are not counted), so the read goes on until no record came for half a second.
+/// Tansu 0.6 answers a log end below a partition's last record, so the read goes on until no
+/// record came for half a second instead of stopping at the ends it answers.
 async fn read_topic(brokers: &str, how: Read) -> Result<(u64, u64, f64)> {
     use futures::FutureExt;
     use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
