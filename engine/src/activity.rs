@@ -16,9 +16,6 @@ pub const LIFECYCLE: [&str; 4] = ["new", "returning", "resurrecting", "dormant"]
 /// Churn series, in the column order of the `churn` table (`churn_rate` = churned / members_start).
 pub const CHURN: [&str; 5] = ["members_start", "churned", "left", "removed", "inactive"];
 
-/// Terms without a gate count at once.
-pub const UNGATED: i64 = i64::MIN;
-
 /// A term of a series: `value` on every period in `[start, end)` (`end == OPEN`: up to `as_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Term {
@@ -26,8 +23,6 @@ pub struct Term {
     pub start: i32,
     pub end: i32,
     pub value: i64,
-    /// Counts only once `as_of >= gate` (inactivity churn moments); `UNGATED` otherwise.
-    pub gate: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -38,10 +33,16 @@ pub struct Activity {
     pub lifecycle: [Vec<Term>; 3],
     /// Terms over periods, per granularity.
     pub churn: [Vec<Term>; 3],
+    /// Per granularity, `(period, moment)`: one member more in the `inactive` churn series of
+    /// `period`, counted only once `as_of` reaches `moment` (SPEC 4.7).
+    pub inactive: [Vec<(i32, i64)>; 3],
 }
 
+/// The churn series that `Activity::inactive` adds to.
+pub const INACTIVE: u8 = 4;
+
 fn point(series: usize, day: i32, value: i64) -> Term {
-    Term { series: series as u8, start: day, end: day + 1, value, gate: UNGATED }
+    Term { series: series as u8, start: day, end: day + 1, value }
 }
 
 /// `[d, d + width)` for every day `d`, merged where they overlap.
@@ -51,14 +52,14 @@ fn windows(days: &[i32], width: i32, series: usize, out: &mut Vec<Term>) {
         match current {
             Some((s, e)) if d <= e => current = Some((s, e.max(d + width))),
             Some((s, e)) => {
-                out.push(Term { series: series as u8, start: s, end: e, value: 1, gate: UNGATED });
+                out.push(Term { series: series as u8, start: s, end: e, value: 1 });
                 current = Some((d, d + width));
             }
             None => current = Some((d, d + width)),
         }
     }
     if let Some((s, e)) = current {
-        out.push(Term { series: series as u8, start: s, end: e, value: 1, gate: UNGATED });
+        out.push(Term { series: series as u8, start: s, end: e, value: 1 });
     }
 }
 
@@ -102,7 +103,7 @@ pub fn activity(
     let (ending, member_days) = membership_by_period(view, &timeline, |t| local_day(t, tz));
     per_day(ending.iter().map(|x| x.0).collect(), 8, e);
     for (s, end) in member_days {
-        e.push(Term { series: 9, start: s, end, value: 1, gate: UNGATED });
+        e.push(Term { series: 9, start: s, end, value: 1 });
     }
     let moments = join_ms.map(|j| inactivity_moments(view, j, cfg)).unwrap_or_default();
 
@@ -131,7 +132,7 @@ pub fn activity(
         for &(s, end) in &ranges {
             // In at the end of s..end-1: in at the start of s+1..end; out at the end of `end`.
             let end_start = if end == OPEN { OPEN } else { end + 1 };
-            c.push(Term { series: 0, start: s + 1, end: end_start, value: 1, gate: UNGATED });
+            c.push(Term { series: 0, start: s + 1, end: end_start, value: 1 });
             if end != OPEN {
                 c.push(point(1, end, 1));
             }
@@ -151,16 +152,14 @@ pub fn activity(
         let mut firsts: Vec<(i32, i64)> = moments.iter().map(|&m| (period(m), m)).collect();
         firsts.sort_unstable();
         firsts.dedup_by_key(|x| x.0);
-        for (p, m) in firsts {
-            c.push(Term { series: 4, start: p, end: p + 1, value: 1, gate: m });
-        }
+        act.inactive[g.idx()] = firsts;
     }
     act
 }
 
 /// Inactivity churn moments (SPEC 4.7): `t + T` for `t = j` and each participation time
 /// `t >= j`, when there is no participation in `(t, t + T]` and the member is in at `t + T`.
-/// Whether `t + T <= as_of` is left to the gate.
+/// Whether `t + T <= as_of` is left to the flush.
 fn inactivity_moments(view: &ScopeView<'_>, j: i64, cfg: &CommunityConfig) -> Vec<i64> {
     let span = cfg.inactivity_days as i64 * crate::config::DAY_MS;
     let mut times: Vec<i64> = view.participation().filter(|&t| t >= j).collect();

@@ -1,7 +1,7 @@
 //! The engine of one Kafka partition: member histories, the aggregate cells they add up to, and
 //! what was last written, so that a flush emits only changed rows.
 
-use crate::activity::{activity, Activity, Term};
+use crate::activity::{activity, Activity, Term, INACTIVE};
 use crate::config::Configs;
 use crate::contribution::{contribution, ScopeContribution, ScopeView, OPEN};
 use crate::event_ids::{id_hash, EventIds};
@@ -9,6 +9,7 @@ use crate::history::{push_compact, stamp, GroupHistory, COUNTED};
 use crate::output::{
     ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
 };
+use crate::pending::PendingPoints;
 use crate::period::{period_of_ts, period_start_date, Granularity};
 use crate::series::DiffSeries;
 use schemas::{Event, EventType, EventView};
@@ -95,6 +96,14 @@ impl FamilyKind {
         }
     }
 
+    /// `(period, moment)` of the member's inactivity points in this family.
+    fn inactive(self, a: &Activity) -> &[(i32, i64)] {
+        match self {
+            FamilyKind::Churn(g) => &a.inactive[g.idx()],
+            _ => &[],
+        }
+    }
+
     fn width(self) -> usize {
         match self {
             FamilyKind::Engagement => crate::activity::ENGAGEMENT.len(),
@@ -129,50 +138,51 @@ const ALL_FAMILIES: DirtyMask = (1 << FAMILIES.len()) - 1;
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Family {
     diffs: Vec<DiffSeries>,
-    /// Gated terms whose gate `as_of` has not reached, with their multiplicity. A gated term is in
-    /// `diffs` exactly when its gate is at or before `applied_as_of`.
-    pending: BTreeMap<(i64, u8, i32, i32, i64), i64>,
+    /// Inactivity points whose moment `as_of` has not reached (churn families only). A point is
+    /// in `diffs` exactly when its moment is at or before `applied_as_of`.
+    pending: PendingPoints,
     applied_as_of: Option<i64>,
 }
 
 impl Family {
     fn apply(&mut self, width: usize, t: &Term, sign: i64) {
-        let due = t.gate == crate::activity::UNGATED || self.applied_as_of.is_some_and(|a| t.gate <= a);
-        if !due {
-            let key = (t.gate, t.series, t.start, t.end, t.value);
-            let e = self.pending.entry(key).or_insert(0);
-            *e += sign;
-            if *e == 0 {
-                self.pending.remove(&key);
-            }
-            return;
-        }
-        self.apply_due(width, t, sign);
+        self.add_point(width, t.series, t.start, t.end, sign * t.value);
     }
 
-    /// Moves the terms whose gate `as_of` has reached into the sums; true when any moved.
+    /// Adds one member to the `inactive` series of `period` from `moment` on (`sign` -1 takes
+    /// it back).
+    fn apply_inactive(&mut self, width: usize, period: i32, moment: i64, sign: i32) {
+        if self.applied_as_of.is_some_and(|a| moment <= a) {
+            self.add_point(width, INACTIVE, period, period + 1, sign as i64);
+        } else {
+            self.pending.add(moment, period, sign);
+        }
+    }
+
+    /// Moves the points whose moment `as_of` has reached into the sums; true when any moved.
     fn advance(&mut self, width: usize, as_of: i64) -> bool {
         if self.applied_as_of.is_some_and(|a| a >= as_of) {
             return false;
         }
         self.applied_as_of = Some(as_of);
-        let later = self.pending.split_off(&(as_of + 1, 0, i32::MIN, i32::MIN, i64::MIN));
-        let due = std::mem::replace(&mut self.pending, later);
-        for ((gate, series, start, end, value), n) in &due {
-            let t = Term { series: *series, start: *start, end: *end, value: *value, gate: *gate };
-            self.apply_due(width, &t, *n);
-        }
-        !due.is_empty()
+        let Family { diffs, pending, .. } = self;
+        pending.take_due(as_of, |period, count| {
+            Family::add_to(diffs, width, INACTIVE, period, period + 1, count);
+        })
     }
 
-    fn apply_due(&mut self, width: usize, t: &Term, sign: i64) {
-        if self.diffs.len() < width {
-            self.diffs.resize(width, DiffSeries::default());
+    fn add_point(&mut self, width: usize, series: u8, start: i32, end: i32, value: i64) {
+        Family::add_to(&mut self.diffs, width, series, start, end, value);
+    }
+
+    fn add_to(diffs: &mut Vec<DiffSeries>, width: usize, series: u8, start: i32, end: i32, value: i64) {
+        if diffs.len() < width {
+            diffs.resize(width, DiffSeries::default());
         }
-        let d = &mut self.diffs[t.series as usize];
-        d.add(t.start, sign * t.value);
-        if t.end != OPEN {
-            d.add(t.end, -sign * t.value);
+        let d = &mut diffs[series as usize];
+        d.add(start, value);
+        if end != OPEN {
+            d.add(end, -value);
         }
     }
 
@@ -271,12 +281,17 @@ impl MemberState {
     }
 
     /// Sorts each history, and the groups by id: simultaneous leaves from several groups then
-    /// apply in group-id order whatever order the events arrived in.
-    fn sort(&mut self) {
+    /// apply in group-id order whatever order the events arrived in. Also gives back the slots
+    /// the lists grew by since the last flush: after a replay or a backfill every list is full,
+    /// where growing by half left a fifth of the ids' and stamps' slots spare. A member with a
+    /// new event grows again, so a live flush pays two small reallocations per changed member.
+    fn settle(&mut self) {
         self.groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, h) in &mut self.groups {
             h.ensure_sorted();
+            h.shrink_to_fit();
         }
+        self.ids.shrink_to_fit();
     }
 
     /// Contributions for every scope the member has: each group, then the community (`""`).
@@ -414,7 +429,7 @@ impl Engine {
             let before = if member.groups.is_empty() {
                 Contributions::new()
             } else {
-                member.sort();
+                member.settle();
                 member.contributions(cfg)
             };
             comm.touched.insert(ev.member_id.to_owned(), before);
@@ -551,7 +566,7 @@ fn flush_members(
     touched.sort_by(|a, b| a.0.cmp(&b.0));
     for (member_id, before) in touched {
         let member = comm.members.get_mut(member_id.as_str()).expect("touched members exist");
-        member.sort();
+        member.settle();
         let after = member.contributions(cfg);
         for (scope, new, new_activity) in &after {
             let old_entry = before.iter().find(|(s, _, _)| s == scope);
@@ -560,18 +575,19 @@ fn flush_members(
                 let families = comm.families.entry(scope.clone()).or_default();
                 for kind in FAMILIES {
                     let family = &mut families.0[kind.idx()];
-                    // Gates `as_of` has reached then go straight into the sums, not through
+                    // Moments `as_of` has reached then go straight into the sums, not through
                     // `pending` (the scope is marked dirty below either way).
                     if let Some(as_of_ms) = as_of_ms {
                         family.advance(kind.width(), as_of_ms);
                     }
-                    if let Some(a) = old_activity {
+                    for (a, sign) in [(old_activity, -1), (Some(new_activity), 1)] {
+                        let Some(a) = a else { continue };
                         for t in kind.terms(a) {
-                            family.apply(kind.width(), t, -1);
+                            family.apply(kind.width(), t, sign as i64);
                         }
-                    }
-                    for t in kind.terms(new_activity) {
-                        family.apply(kind.width(), t, 1);
+                        for &(period, moment) in kind.inactive(a) {
+                            family.apply_inactive(kind.width(), period, moment, sign);
+                        }
                     }
                 }
                 *comm.dirty_families.entry(scope.clone()).or_default() |= ALL_FAMILIES;

@@ -72,6 +72,12 @@ impl EventIds {
         }
     }
 
+    pub fn shrink_to_fit(&mut self) {
+        if let EventIds::Listed(ids) = self {
+            ids.shrink_to_fit();
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             EventIds::Listed(ids) => ids.len(),

@@ -73,6 +73,13 @@ impl GroupHistory {
         self.sorted = true;
     }
 
+    pub fn shrink_to_fit(&mut self) {
+        self.joins.shrink_to_fit();
+        self.leaves.shrink_to_fit();
+        self.conversions.shrink_to_fit();
+        self.stamps.shrink_to_fit();
+    }
+
     pub fn first_join(&self) -> Option<i64> {
         self.joins.iter().map(|j| j.0).min()
     }

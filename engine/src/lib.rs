@@ -10,6 +10,7 @@ pub mod engine;
 mod event_ids;
 pub mod history;
 pub mod output;
+mod pending;
 pub mod period;
 mod series;
 pub mod snapshot;
