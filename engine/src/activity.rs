@@ -182,7 +182,7 @@ fn inactivity_moments(view: &ScopeView<'_>, j: i64, cfg: &CommunityConfig) -> Ve
 fn membership_timeline(view: &ScopeView<'_>) -> Vec<(i64, u8, usize, schemas::LeaveReason)> {
     let mut timeline = Vec::new();
     for (gi, h) in view.groups.iter().enumerate() {
-        timeline.extend(h.joins.iter().map(|j| (j.0, 0u8, gi, schemas::LeaveReason::Left)));
+        timeline.extend(h.joins.iter().map(|&j| (j, 0u8, gi, schemas::LeaveReason::Left)));
         timeline.extend(h.leaves.iter().map(|l| (l.0, 1u8, gi, l.1)));
     }
     timeline.sort_unstable_by_key(|x| (x.0, x.1, x.2, x.3 as u8));

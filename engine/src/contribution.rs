@@ -80,12 +80,12 @@ impl<'a> ScopeView<'a> {
     }
 
     pub(crate) fn join_times(&self) -> impl Iterator<Item = i64> + '_ {
-        self.groups.iter().flat_map(|g| g.joins.iter().map(|j| j.0))
+        self.groups.iter().flat_map(|g| g.joins.iter().copied())
     }
 
     fn membership_change_times(&self) -> Vec<i64> {
         let mut t: Vec<i64> =
-            self.groups.iter().flat_map(|g| g.joins.iter().map(|j| j.0).chain(g.leaves.iter().map(|l| l.0))).collect();
+            self.groups.iter().flat_map(|g| g.joins.iter().copied().chain(g.leaves.iter().map(|l| l.0))).collect();
         t.sort_unstable();
         t.dedup();
         t
@@ -104,12 +104,7 @@ impl<'a> ScopeView<'a> {
     }
 
     fn inviter_at(&self, j: i64) -> Option<Box<str>> {
-        self.groups
-            .iter()
-            .flat_map(|g| g.joins.iter())
-            .filter(|(t, inviter)| *t == j && inviter.is_some())
-            .map(|(_, i)| i.clone().expect("filtered"))
-            .min()
+        self.groups.iter().flat_map(|g| g.invites.iter()).filter(|(t, _)| *t == j).map(|(_, i)| i.clone()).min()
     }
 
     /// The activating instant: the `min`-th activation-type event in `[j, j + window)`.

@@ -288,7 +288,7 @@ impl MemberState {
     fn settle(&mut self) {
         self.groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, h) in &mut self.groups {
-            h.ensure_sorted();
+            h.sort();
             h.shrink_to_fit();
         }
         self.ids.shrink_to_fit();
@@ -436,7 +436,12 @@ impl Engine {
         }
         let h = member.group_mut(ev.group_id, || intern(&mut comm.scopes, ev.group_id));
         match ev.event_type {
-            EventType::MemberJoined => push_compact(&mut h.joins, (ev.ts_ms, ev.inviter_id.map(Box::from))),
+            EventType::MemberJoined => {
+                push_compact(&mut h.joins, ev.ts_ms);
+                if let Some(inviter) = ev.inviter_id {
+                    push_compact(&mut h.invites, (ev.ts_ms, Box::from(inviter)));
+                }
+            }
             EventType::MemberLeft => push_compact(&mut h.leaves, (ev.ts_ms, ev.leave_reason)),
             EventType::Conversion => {
                 push_compact(&mut h.conversions, (ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
@@ -449,7 +454,6 @@ impl Engine {
         if COUNTED.has(ev.event_type) || cfg.is_participation(ev.event_type) || cfg.is_activation(ev.event_type) {
             push_compact(&mut h.stamps, stamp(ev.ts_ms, ev.event_type));
         }
-        h.mark_unsorted();
         true
     }
 

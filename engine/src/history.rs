@@ -1,5 +1,5 @@
 //! What the engine keeps of one member in one group: the small facts the metric predicates read.
-//! Lists are appended in arrival order and sorted lazily, once per flush, because a member's
+//! Lists are appended in arrival order and sorted once per flush, because a member's
 //! events arrive in any `ts` order.
 
 use schemas::{EventType, LeaveReason};
@@ -46,48 +46,46 @@ pub const COUNTED: TypeSet =
 /// lists per group, so the headers were a fifth of the state.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupHistory {
-    /// `(ts, inviter_id)` of every `member_joined`.
-    pub joins: ThinVec<(i64, Option<Box<str>>)>,
+    /// `ts` of every `member_joined`.
+    pub joins: ThinVec<i64>,
+    /// `(ts, inviter_id)` of the joins that name an inviter: few do, so the others' 16 bytes of
+    /// an absent id are not kept.
+    pub invites: ThinVec<(i64, Box<str>)>,
     pub leaves: ThinVec<(i64, LeaveReason)>,
     /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
     pub conversions: ThinVec<(i64, i64)>,
     /// Stamps of every participation-type, activation-type and counted event (a multiset:
     /// distinct events may share a ts and type).
     pub stamps: ThinVec<Stamp>,
-    sorted: bool,
 }
 
 impl GroupHistory {
-    pub fn mark_unsorted(&mut self) {
-        self.sorted = false;
-    }
-
-    pub fn ensure_sorted(&mut self) {
-        if self.sorted {
-            return;
-        }
-        self.joins.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        self.leaves.sort_by_key(|l| (l.0, l.1 as u8));
+    /// Sorts every list. Lists already in order (the member's other groups) cost one pass each,
+    /// which is cheaper than the flag per group that would skip them.
+    pub fn sort(&mut self) {
+        self.joins.sort_unstable();
+        self.invites.sort_unstable();
+        self.leaves.sort_unstable_by_key(|l| (l.0, l.1 as u8));
         self.conversions.sort_unstable();
         self.stamps.sort_unstable();
-        self.sorted = true;
     }
 
     pub fn shrink_to_fit(&mut self) {
         self.joins.shrink_to_fit();
+        self.invites.shrink_to_fit();
         self.leaves.shrink_to_fit();
         self.conversions.shrink_to_fit();
         self.stamps.shrink_to_fit();
     }
 
     pub fn first_join(&self) -> Option<i64> {
-        self.joins.iter().map(|j| j.0).min()
+        self.joins.iter().copied().min()
     }
 
     /// In the group after every join/leave with `ts <= x` (joins apply before leaves at one ts).
     /// Requires sorted lists.
     pub fn in_after(&self, x: i64) -> bool {
-        let last_join = last_at_or_before(&self.joins, x, |j| j.0);
+        let last_join = last_at_or_before(&self.joins, x, |&j| j);
         let last_leave = last_at_or_before(&self.leaves, x, |l| l.0);
         match (last_join, last_leave) {
             (None, _) => false,
@@ -131,15 +129,13 @@ mod tests {
     #[test]
     fn joins_apply_before_leaves_at_the_same_instant() {
         let mut h = GroupHistory::default();
-        h.joins.push((10, None));
+        h.joins.push(10);
         h.leaves.push((10, LeaveReason::Left));
-        h.mark_unsorted();
-        h.ensure_sorted();
+        h.sort();
         assert!(!h.in_after(9));
         assert!(!h.in_after(10));
-        h.joins.push((20, None));
-        h.mark_unsorted();
-        h.ensure_sorted();
+        h.joins.push(20);
+        h.sort();
         assert!(h.in_after(20));
         assert!(!h.in_after(15));
     }
@@ -170,8 +166,7 @@ mod tests {
         for (ts, t) in [(30, EventType::Checkin), (10, EventType::MessagePosted), (20, EventType::ReactionAdded)] {
             h.stamps.push(stamp(ts, t));
         }
-        h.mark_unsorted();
-        h.ensure_sorted();
+        h.sort();
         let msgs = TypeSet::of(&[EventType::MessagePosted, EventType::Checkin]);
         assert_eq!(h.times(msgs).collect::<Vec<_>>(), [10, 30]);
         assert_eq!(h.times_from(msgs, 11).collect::<Vec<_>>(), [30]);

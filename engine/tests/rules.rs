@@ -245,3 +245,25 @@ fn simultaneous_leaves_from_two_groups_do_not_depend_on_arrival_order() {
         assert_eq!(r.churn[&(String::new(), "week".into(), d("2024-01-08"))], [1, 1, 1, 0, 0]);
     }
 }
+
+#[test]
+fn two_joins_at_one_instant_credit_the_smaller_inviter() {
+    // z joins g1 (invited by b) and g2 (invited by a) at one instant: the community-scope join
+    // names `a`, the smaller id, whichever arrives first. a's cohort is January, b's February.
+    let base = vec![
+        ev("a-join", "member_joined", "g1", "a", "2024-01-10T00:00:00Z"),
+        ev("b-join", "member_joined", "g1", "b", "2024-02-01T00:00:00Z"),
+        ev_with("z-join1", "member_joined", "g1", "z", "2024-02-05T00:00:00Z", json!({"inviter_id": "b"}), false),
+        ev_with("z-join2", "member_joined", "g2", "z", "2024-02-05T00:00:00Z", json!({"inviter_id": "a"}), false),
+    ];
+    let mut reversed = base.clone();
+    reversed.reverse();
+    let m = Granularity::Month;
+    for events in [&base, &reversed] {
+        let t = engine_tables(events);
+        let refs = t.referral("c", "", m);
+        assert_eq!((refs[&d("2024-01-01")].invited, refs[&d("2024-02-01")].invited), (1, 0), "community scope");
+        let r = reference::compute(events, "c", &reference::Params::default());
+        assert_eq!(r.referral[&(String::new(), "month".into(), d("2024-01-01"))].invited, 1);
+    }
+}
