@@ -5,7 +5,7 @@ use crate::activity::{activity, Activity, Term, INACTIVE};
 use crate::config::Configs;
 use crate::contribution::{contribution, ScopeContribution, ScopeView, OPEN};
 use crate::event_ids::{id_hash, EventIds};
-use crate::history::{push_compact, stamp, GroupHistory, COUNTED};
+use crate::history::{stamp, GroupHistory, COUNTED};
 use crate::output::{
     ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, Mode, Output, RetentionCell,
 };
@@ -259,7 +259,7 @@ struct Written {
 struct MemberState {
     /// Bot events' ids too: they count in `events_processed` once.
     ids: EventIds,
-    groups: thin_vec::ThinVec<(Scope, GroupHistory)>,
+    groups: crate::thin_list::ThinList<(Scope, GroupHistory)>,
 }
 
 impl MemberState {
@@ -331,7 +331,7 @@ pub(crate) struct Community {
     max_ts: i64,
     stats_dirty: bool,
     scopes: FastMap<String, Scope>,
-    members: FastMap<Box<str>, MemberState>,
+    members: FastMap<crate::thin_str::ThinStr, MemberState>,
     /// Members changed since the last flush, with their contribution before the first change.
     touched: FastMap<String, Contributions>,
     cohorts: FastMap<CohortKey, CohortAgg>,
@@ -437,14 +437,14 @@ impl Engine {
         let h = member.group_mut(ev.group_id, || intern(&mut comm.scopes, ev.group_id));
         match ev.event_type {
             EventType::MemberJoined => {
-                push_compact(&mut h.joins, ev.ts_ms);
+                h.joins.push(ev.ts_ms);
                 if let Some(inviter) = ev.inviter_id {
-                    push_compact(&mut h.invites, (ev.ts_ms, Box::from(inviter)));
+                    h.invites.push((ev.ts_ms, Box::from(inviter)));
                 }
             }
-            EventType::MemberLeft => push_compact(&mut h.leaves, (ev.ts_ms, ev.leave_reason)),
+            EventType::MemberLeft => h.leaves.push((ev.ts_ms, ev.leave_reason)),
             EventType::Conversion => {
-                push_compact(&mut h.conversions, (ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
+                h.conversions.push((ev.ts_ms, crate::contribution::value_micros(ev.conversion_value)))
             }
             EventType::MessagePosted
             | EventType::ReactionAdded
@@ -452,7 +452,7 @@ impl Engine {
             | EventType::ActivityParticipated => {}
         }
         if COUNTED.has(ev.event_type) || cfg.is_participation(ev.event_type) || cfg.is_activation(ev.event_type) {
-            push_compact(&mut h.stamps, stamp(ev.ts_ms, ev.event_type));
+            h.stamps.push(stamp(ev.ts_ms, ev.event_type));
         }
         true
     }

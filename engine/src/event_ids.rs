@@ -7,9 +7,8 @@
 //! for one member). An id reused for another member is not a duplicate here, which the partitioning
 //! by member already implied (docs/design.md).
 
-use crate::history::push_compact;
+use crate::thin_list::ThinList;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use thin_vec::ThinVec;
 
 /// Up to this many ids a member's list is scanned as it is. Beyond, it is kept sorted, with an
 /// unsorted tail of recent ids, so that a member with a huge history (a bot, a very active
@@ -27,7 +26,7 @@ fn max_tail(sorted: usize) -> usize {
 /// that follow, then the tail. Eight bytes an id either way, where the hash set it replaces took
 /// about fourteen.
 #[derive(Debug, Clone, Default)]
-pub struct EventIds(ThinVec<u64>);
+pub struct EventIds(ThinList<u64>);
 
 pub fn id_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
@@ -42,7 +41,7 @@ impl EventIds {
                 return false;
             }
             if ids.len() < MAX_LISTED {
-                push_compact(ids, hash);
+                ids.push(hash);
             } else {
                 *self = EventIds::sorted(ids.iter().copied().chain([hash]).collect());
             }
@@ -54,7 +53,7 @@ impl EventIds {
             return false;
         }
         let tail_len = tail.len() + 1;
-        push_compact(ids, hash);
+        ids.push(hash);
         if tail_len > max_tail(sorted) {
             self.merge_tail();
         }
@@ -64,7 +63,7 @@ impl EventIds {
     /// The long form of `ids` (more than `MAX_LISTED` of them, distinct).
     fn sorted(mut ids: Vec<u64>) -> Self {
         ids.sort_unstable();
-        let mut list = ThinVec::with_capacity(ids.len() + 1);
+        let mut list = ThinList::with_capacity(ids.len() + 1);
         list.push(ids.len() as u64);
         list.extend(ids);
         EventIds(list)

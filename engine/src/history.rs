@@ -2,9 +2,9 @@
 //! Lists are appended in arrival order and sorted once per flush, because a member's
 //! events arrive in any `ts` order.
 
+use crate::thin_list::ThinList;
 use schemas::{EventType, LeaveReason};
 use serde::{Deserialize, Serialize};
-use thin_vec::ThinVec;
 
 /// An event's `ts` and type in one integer, `ts * 8 + type`: one list of these orders by `ts`
 /// (then type) and takes 8 bytes per event, where separate participation, activation and count
@@ -41,22 +41,20 @@ impl TypeSet {
 pub const COUNTED: TypeSet =
     TypeSet(1 << EventType::MessagePosted as u8 | 1 << EventType::ReactionAdded as u8 | 1 << EventType::Checkin as u8);
 
-/// The lists are `ThinVec`s: one pointer each (length and capacity live in the allocation, and
-/// an empty list allocates nothing), where a `Vec` takes three words. A member has a few short
-/// lists per group, so the headers were a fifth of the state.
+/// The lists are `ThinList`s: one pointer each, and nothing allocated while empty.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupHistory {
     /// `ts` of every `member_joined`.
-    pub joins: ThinVec<i64>,
+    pub joins: ThinList<i64>,
     /// `(ts, inviter_id)` of the joins that name an inviter: few do, so the others' 16 bytes of
     /// an absent id are not kept.
-    pub invites: ThinVec<(i64, Box<str>)>,
-    pub leaves: ThinVec<(i64, LeaveReason)>,
+    pub invites: ThinList<(i64, Box<str>)>,
+    pub leaves: ThinList<(i64, LeaveReason)>,
     /// `(ts, props.value in millionths)` of every `conversion` (value 0 when absent).
-    pub conversions: ThinVec<(i64, i64)>,
+    pub conversions: ThinList<(i64, i64)>,
     /// Stamps of every participation-type, activation-type and counted event (a multiset:
     /// distinct events may share a ts and type).
-    pub stamps: ThinVec<Stamp>,
+    pub stamps: ThinList<Stamp>,
 }
 
 impl GroupHistory {
@@ -105,16 +103,6 @@ impl GroupHistory {
         let start = self.stamps.partition_point(|&s| stamp_ts(s) < from);
         self.stamps[start..].iter().filter(move |&&s| types.has_stamp(s)).map(|&s| stamp_ts(s))
     }
-}
-
-/// Pushes growing by half instead of doubling, from one slot instead of four: a member's lists
-/// are short (a join or two, a dozen events), and the spare slots of doubling would cost a
-/// quarter to a half of what they hold.
-pub fn push_compact<T>(list: &mut ThinVec<T>, item: T) {
-    if list.len() == list.capacity() {
-        list.reserve_exact((list.len() / 2).max(1));
-    }
-    list.push(item);
 }
 
 fn last_at_or_before<T>(sorted: &[T], x: i64, ts: impl Fn(&T) -> i64) -> Option<i64> {

@@ -15,6 +15,8 @@ pub mod period;
 mod series;
 pub mod snapshot;
 pub mod table;
+mod thin_list;
+mod thin_str;
 
 pub use config::{CommunityConfig, Configs};
 pub use engine::Engine;
