@@ -23,13 +23,14 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 /// `""` is the community scope; anything else is a group id. Shared by every member of the group
-/// (interned per community), and saved in checkpoints as the plain string.
+/// (interned per community), and saved in checkpoints as the plain string. An `Arc<String>`, one
+/// pointer, rather than an `Arc<str>`, two: each group of each member holds one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Scope(Arc<str>);
+pub(crate) struct Scope(Arc<String>);
 
 impl From<&str> for Scope {
     fn from(s: &str) -> Self {
-        Scope(Arc::from(s))
+        Scope(Arc::new(s.to_owned()))
     }
 }
 
@@ -814,6 +815,13 @@ fn materialize_families(id: &str, comm: &mut Community, as_of_ms: i64, out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Paid once per member and once per group of each member (docs/performance.md).
+    #[test]
+    fn a_member_and_its_groups_stay_small() {
+        assert_eq!(std::mem::size_of::<(crate::thin_str::ThinStr, MemberState)>(), 24);
+        assert_eq!(std::mem::size_of::<(Scope, GroupHistory)>(), 48);
+    }
 
     #[test]
     fn each_family_sits_at_its_index() {
