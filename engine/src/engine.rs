@@ -147,14 +147,14 @@ struct Family {
 
 impl Family {
     fn apply(&mut self, width: usize, t: &Term, sign: i64) {
-        self.add_point(width, t.series, t.start, t.end, sign * t.value);
+        Family::add_to(&mut self.diffs, width, t.series, t.start, t.end, sign * t.value);
     }
 
     /// Adds one member to the `inactive` series of `period` from `moment` on (`sign` -1 takes
     /// it back).
     fn apply_inactive(&mut self, width: usize, period: i32, moment: i64, sign: i32) {
         if self.applied_as_of.is_some_and(|a| moment <= a) {
-            self.add_point(width, INACTIVE, period, period + 1, sign as i64);
+            Family::add_to(&mut self.diffs, width, INACTIVE, period, period + 1, sign as i64);
         } else {
             self.pending.add(moment, period, sign);
         }
@@ -170,10 +170,6 @@ impl Family {
         pending.take_due(as_of, |period, count| {
             Family::add_to(diffs, width, INACTIVE, period, period + 1, count);
         })
-    }
-
-    fn add_point(&mut self, width: usize, series: u8, start: i32, end: i32, value: i64) {
-        Family::add_to(&mut self.diffs, width, series, start, end, value);
     }
 
     fn add_to(diffs: &mut Vec<DiffSeries>, width: usize, series: u8, start: i32, end: i32, value: i64) {

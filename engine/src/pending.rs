@@ -13,37 +13,40 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Point {
-    gate: i64,
+    moment: i64,
     period: i32,
     count: i32,
 }
 
 impl Point {
     fn key(&self) -> (i64, i32) {
-        (self.gate, self.period)
+        (self.moment, self.period)
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PendingPoints {
-    /// No zero count, in descending key order (keys unique unless a count would overflow): the earliest moments are at the end,
-    /// where they are taken off.
+    /// No zero count, in descending key order (keys unique unless a count would overflow): the
+    /// earliest moments are at the end, where they are taken off.
     sorted: Vec<Point>,
     /// Any order, keys may repeat.
     tail: Vec<Point>,
     /// The earliest moment in `tail` (`i64::MAX` when empty): a flush whose `as_of` is before it
     /// need not look at the tail.
-    tail_min_gate: i64,
+    tail_min_moment: i64,
+}
+
+impl Default for PendingPoints {
+    fn default() -> Self {
+        PendingPoints { sorted: Vec::new(), tail: Vec::new(), tail_min_moment: i64::MAX }
+    }
 }
 
 impl PendingPoints {
-    /// Adds `count` at `(gate, period)`.
-    pub(crate) fn add(&mut self, gate: i64, period: i32, count: i32) {
-        if self.tail.is_empty() {
-            self.tail_min_gate = i64::MAX;
-        }
-        self.tail.push(Point { gate, period, count });
-        self.tail_min_gate = self.tail_min_gate.min(gate);
+    /// Adds `count` at `(moment, period)`.
+    pub(crate) fn add(&mut self, moment: i64, period: i32, count: i32) {
+        self.tail.push(Point { moment, period, count });
+        self.tail_min_moment = self.tail_min_moment.min(moment);
         if self.tail.len() > self.sorted.len() / 4 + 64 {
             self.compact();
         }
@@ -53,24 +56,24 @@ impl PendingPoints {
     /// to `due` (a point and its retraction may come as two calls that cancel).
     pub(crate) fn take_due(&mut self, as_of: i64, mut due: impl FnMut(i32, i64)) -> bool {
         let mut any = false;
-        while let Some(p) = self.sorted.last().filter(|p| p.gate <= as_of) {
+        while let Some(p) = self.sorted.last().filter(|p| p.moment <= as_of) {
             due(p.period, p.count as i64);
             self.sorted.pop();
             any = true;
         }
-        if !self.tail.is_empty() && self.tail_min_gate <= as_of {
+        if !self.tail.is_empty() && self.tail_min_moment <= as_of {
             let mut later = i64::MAX;
             self.tail.retain(|p| {
-                if p.gate <= as_of {
+                if p.moment <= as_of {
                     due(p.period, p.count as i64);
                     any = true;
                     false
                 } else {
-                    later = later.min(p.gate);
+                    later = later.min(p.moment);
                     true
                 }
             });
-            self.tail_min_gate = later;
+            self.tail_min_moment = later;
         }
         any
     }
@@ -104,7 +107,7 @@ impl PendingPoints {
         self.sorted = merged;
         tail.clear();
         self.tail = tail;
-        self.tail_min_gate = i64::MAX;
+        self.tail_min_moment = i64::MAX;
     }
 
     #[cfg(test)]
@@ -113,14 +116,14 @@ impl PendingPoints {
     }
 }
 
-/// Saved as one sorted sequence of `(gate, period, count)`, whatever the tail held.
+/// Saved as one sorted sequence of `(moment, period, count)`, whatever the tail held.
 impl Serialize for PendingPoints {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut all = self.clone();
         all.compact();
         let mut seq = s.serialize_seq(Some(all.sorted.len()))?;
         for p in &all.sorted {
-            seq.serialize_element(&(p.gate, p.period, p.count))?;
+            seq.serialize_element(&(p.moment, p.period, p.count))?;
         }
         seq.end()
     }
@@ -132,15 +135,15 @@ impl<'de> Deserialize<'de> for PendingPoints {
         impl<'de> Visitor<'de> for Points {
             type Value = PendingPoints;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a sequence of (gate, period, count)")
+                f.write_str("a sequence of (moment, period, count)")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PendingPoints, A::Error> {
                 // Through the tail: the order on disk is trusted for nothing.
                 let mut tail = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some((gate, period, count)) = seq.next_element::<(i64, i32, i32)>()? {
-                    tail.push(Point { gate, period, count });
+                while let Some((moment, period, count)) = seq.next_element::<(i64, i32, i32)>()? {
+                    tail.push(Point { moment, period, count });
                 }
-                let mut points = PendingPoints { sorted: Vec::new(), tail, tail_min_gate: i64::MAX };
+                let mut points = PendingPoints { sorted: Vec::new(), tail, tail_min_moment: i64::MAX };
                 points.compact();
                 Ok(points)
             }
@@ -158,8 +161,8 @@ mod tests {
     /// The obvious model: a map from key to summed count.
     fn due_in_model(model: &mut BTreeMap<(i64, i32), i64>, as_of: i64) -> BTreeMap<i32, i64> {
         let mut out = BTreeMap::new();
-        model.retain(|&(gate, period), count| {
-            if gate <= as_of {
+        model.retain(|&(moment, period), count| {
+            if moment <= as_of {
                 *out.entry(period).or_insert(0) += *count;
                 false
             } else {
@@ -195,12 +198,12 @@ mod tests {
             let mut as_of = i64::MIN;
             for op in ops {
                 match op {
-                    Op::Add(gate, period, neg) => {
+                    Op::Add(moment, period, neg) => {
                         // As in the engine: a point already due is never added.
-                        let gate = gate.max(as_of.saturating_add(1));
+                        let moment = moment.max(as_of.saturating_add(1));
                         let count = if neg { -1 } else { 1 };
-                        points.add(gate, period, count);
-                        *model.entry((gate, period)).or_insert(0) += count as i64;
+                        points.add(moment, period, count);
+                        *model.entry((moment, period)).or_insert(0) += count as i64;
                     }
                     Op::Due(t) => {
                         as_of = as_of.max(t);
