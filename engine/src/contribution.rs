@@ -3,8 +3,8 @@
 //! retracts a member's old contribution and adds the new one when the member's history changes.
 
 use crate::config::CommunityConfig;
-use crate::history::{GroupHistory, TypeSet};
-use crate::period::{period_of_ts, period_start_ms, Granularity};
+use crate::history::{stamp_ts, GroupHistory, Stamp, TypeSet};
+use crate::period::{local_day, period_of_day, period_of_ts, period_start_ms, Granularity};
 use serde::{Deserialize, Serialize};
 
 /// Per granularity: the cohort and the offsets at which the member counts.
@@ -47,17 +47,31 @@ pub fn value_micros(v: Option<f64>) -> i64 {
     v.map(|v| (v * 1_000_000.0).round() as i64).unwrap_or(0)
 }
 
-/// A read-only view of a member's history in one scope: one group, or all groups of the community.
+/// A read-only view of a member's history in one scope: one group, or all groups of the
+/// community, with every stamp's local day worked out once (the time-zone conversion is the
+/// dearest step, and cohort and period metrics read the same days).
 pub struct ScopeView<'a> {
     pub groups: &'a [&'a GroupHistory],
+    /// Every stamp of the scope with its local day, in stamp order (`ts`, then type).
+    stamps: Vec<(Stamp, i32)>,
     participation: TypeSet,
     activation: TypeSet,
 }
 
 impl<'a> ScopeView<'a> {
+    /// The histories must be sorted.
     pub fn new(groups: &'a [&'a GroupHistory], cfg: &CommunityConfig) -> Self {
+        let tz = cfg.timezone;
+        let mut stamps = Vec::with_capacity(groups.iter().map(|g| g.stamps.len()).sum());
+        for g in groups {
+            stamps.extend(g.stamps.iter().map(|&s| (s, local_day(stamp_ts(s), tz))));
+        }
+        if groups.len() > 1 {
+            stamps.sort_unstable();
+        }
         ScopeView {
             groups,
+            stamps,
             participation: TypeSet::of(&cfg.participation_types),
             activation: TypeSet::of(&cfg.activation_types),
         }
@@ -71,12 +85,24 @@ impl<'a> ScopeView<'a> {
         self.groups.iter().any(|g| g.in_after(x))
     }
 
-    pub(crate) fn participation(&self) -> impl Iterator<Item = i64> + '_ {
-        self.groups.iter().flat_map(|g| g.times(self.participation))
+    /// `(ts, local day)` of the events of these types, in `ts` order.
+    pub(crate) fn times(&self, types: TypeSet) -> impl Iterator<Item = (i64, i32)> + '_ {
+        self.stamps.iter().filter(move |(s, _)| types.has_stamp(*s)).map(|&(s, d)| (stamp_ts(s), d))
     }
 
-    pub(crate) fn counted(&self, t: schemas::EventType) -> impl Iterator<Item = i64> + '_ {
-        self.groups.iter().flat_map(move |g| g.times(TypeSet::of(&[t])))
+    /// `times`, from the first event at or after `from`.
+    fn times_from(&self, types: TypeSet, from: i64) -> impl Iterator<Item = (i64, i32)> + '_ {
+        let start = self.stamps.partition_point(|&(s, _)| stamp_ts(s) < from);
+        self.stamps[start..].iter().filter(move |(s, _)| types.has_stamp(*s)).map(|&(s, d)| (stamp_ts(s), d))
+    }
+
+    pub(crate) fn participation(&self) -> impl Iterator<Item = (i64, i32)> + '_ {
+        self.times(self.participation)
+    }
+
+    /// Participation at or after `from`.
+    pub(crate) fn participation_from(&self, from: i64) -> impl Iterator<Item = (i64, i32)> + '_ {
+        self.times_from(self.participation, from)
     }
 
     pub(crate) fn join_times(&self) -> impl Iterator<Item = i64> + '_ {
@@ -109,28 +135,25 @@ impl<'a> ScopeView<'a> {
 
     /// The activating instant: the `min`-th activation-type event in `[j, j + window)`.
     fn activation_at(&self, j: i64, cfg: &CommunityConfig) -> Option<i64> {
-        let mut times: Vec<i64> = if self.groups.len() == 1 {
-            self.groups[0].times_from(self.activation, j).take(cfg.activation_min_events as usize).collect()
-        } else {
-            self.groups.iter().flat_map(|g| g.times_from(self.activation, j)).collect()
-        };
-        times.sort_unstable();
-        let nth = *times.get(cfg.activation_min_events as usize - 1)?;
+        let nth = self.times_from(self.activation, j).nth(cfg.activation_min_events as usize - 1)?.0;
         (nth < j + cfg.activation_window_ms()).then_some(nth)
     }
 }
 
 /// The contribution of a member in one scope, or `None` when the member never joined it
-/// (such a member belongs to no cohort). Histories must be sorted.
+/// (such a member belongs to no cohort).
 pub fn contribution(view: &ScopeView<'_>, cfg: &CommunityConfig) -> Option<ScopeContribution> {
     let j = view.join_ms()?;
     let tz = cfg.timezone;
     let change_times = view.membership_change_times();
+    // Distinct local days with participation from the join on.
+    let mut days: Vec<i32> = view.participation_from(j).map(|(_, d)| d).collect();
+    days.sort_unstable();
+    days.dedup();
+    let join_day = local_day(j, tz);
     let grans = Granularity::ALL.map(|g| {
-        let cohort = period_of_ts(j, tz, g);
-        let mut active: Vec<i32> =
-            view.participation().filter(|&t| t >= j).map(|t| period_of_ts(t, tz, g) - cohort).collect();
-        active.sort_unstable();
+        let cohort = period_of_day(join_day, g);
+        let mut active: Vec<i32> = days.iter().map(|&d| period_of_day(d, g) - cohort).collect();
         active.dedup();
         GranContribution { cohort, active, membership: membership_ranges(view, &change_times, cohort, g, cfg) }
     });
@@ -177,4 +200,35 @@ fn membership_ranges(
         ranges.push((s, OPEN));
     }
     ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{stamp, COUNTED};
+    use schemas::EventType;
+
+    #[test]
+    fn a_view_merges_its_groups_stamps_in_ts_order_with_local_days() {
+        let shanghai = CommunityConfig { timezone: "Asia/Shanghai".parse().unwrap(), ..CommunityConfig::default() };
+        let (mut a, mut b) = (GroupHistory::default(), GroupHistory::default());
+        // 15:59:59Z is 23:59:59 in Shanghai; 16:00Z is the next local day.
+        let day = crate::config::DAY_MS;
+        a.stamps.push(stamp(30 * day + 16 * 3_600_000, EventType::Checkin));
+        b.stamps.push(stamp(10 * day, EventType::MessagePosted));
+        a.stamps.push(stamp(20 * day + 16 * 3_600_000 - 1, EventType::ReactionAdded));
+        b.stamps.push(stamp(40 * day, EventType::MemberJoined));
+        a.sort();
+        b.sort();
+        let groups = [&a, &b];
+        let view = ScopeView::new(&groups, &shanghai);
+        let msgs = TypeSet::of(&[EventType::MessagePosted, EventType::Checkin]);
+        assert_eq!(view.times(msgs).collect::<Vec<_>>(), [(10 * day, 10), (30 * day + 16 * 3_600_000, 31)]);
+        assert_eq!(view.times_from(msgs, 10 * day + 1).collect::<Vec<_>>(), [(30 * day + 16 * 3_600_000, 31)]);
+        assert_eq!(
+            view.times_from(COUNTED, 20 * day).map(|(_, d)| d).collect::<Vec<_>>(),
+            [20, 31],
+            "a reaction one millisecond before local midnight is on the 20th"
+        );
+    }
 }

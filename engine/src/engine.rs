@@ -89,22 +89,6 @@ impl FamilyKind {
         }
     }
 
-    fn terms(self, a: &Activity) -> &[Term] {
-        match self {
-            FamilyKind::Engagement => &a.engagement,
-            FamilyKind::Lifecycle(g) => &a.lifecycle[g.idx()],
-            FamilyKind::Churn(g) => &a.churn[g.idx()],
-        }
-    }
-
-    /// `(period, moment)` of the member's inactivity points in this family.
-    fn inactive(self, a: &Activity) -> &[(i32, i64)] {
-        match self {
-            FamilyKind::Churn(g) => &a.inactive[g.idx()],
-            _ => &[],
-        }
-    }
-
     fn width(self) -> usize {
         match self {
             FamilyKind::Engagement => crate::activity::ENGAGEMENT.len(),
@@ -279,9 +263,9 @@ impl MemberState {
 
     /// Sorts each history, and the groups by id: simultaneous leaves from several groups then
     /// apply in group-id order whatever order the events arrived in. Also gives back the slots
-    /// the lists grew by since the last flush: after a replay or a backfill every list is full,
-    /// where growing by half left a fifth of the ids' and stamps' slots spare. A member with a
-    /// new event grows again, so a live flush pays two small reallocations per changed member.
+    /// the lists grew by since the last flush (a list that doubled keeps up to half of its slots
+    /// spare, which over a replay would be every member's). A member with a new event grows
+    /// again, so a live flush pays two small reallocations per changed member.
     fn settle(&mut self) {
         self.groups.sort_by(|a, b| a.0.cmp(&b.0));
         for (_, h) in &mut self.groups {
@@ -574,21 +558,22 @@ fn flush_members(
             let old_activity = old_entry.map(|(_, _, a)| a);
             if old_activity != Some(new_activity) {
                 let families = comm.families.entry(scope.clone()).or_default();
-                for kind in FAMILIES {
-                    let family = &mut families.0[kind.idx()];
-                    // Moments `as_of` has reached then go straight into the sums, not through
-                    // `pending` (the scope is marked dirty below either way).
-                    if let Some(as_of_ms) = as_of_ms {
-                        family.advance(kind.width(), as_of_ms);
+                // Moments `as_of` has reached then go straight into the sums, not through
+                // `pending` (the scope is marked dirty below either way).
+                if let Some(as_of_ms) = as_of_ms {
+                    for kind in FAMILIES {
+                        families.0[kind.idx()].advance(kind.width(), as_of_ms);
                     }
-                    for (a, sign) in [(old_activity, -1), (Some(new_activity), 1)] {
-                        let Some(a) = a else { continue };
-                        for t in kind.terms(a) {
-                            family.apply(kind.width(), t, sign as i64);
-                        }
-                        for &(period, moment) in kind.inactive(a) {
-                            family.apply_inactive(kind.width(), period, moment, sign);
-                        }
+                }
+                for (a, sign) in [(old_activity, -1), (Some(new_activity), 1)] {
+                    let Some(a) = a else { continue };
+                    for t in &a.terms {
+                        let f = t.family as usize;
+                        families.0[f].apply(FAMILIES[f].width(), t, sign as i64);
+                    }
+                    for &(f, period, moment) in &a.inactive {
+                        let f = f as usize;
+                        families.0[f].apply_inactive(FAMILIES[f].width(), period, moment, sign);
                     }
                 }
                 *comm.dirty_families.entry(scope.clone()).or_default() |= ALL_FAMILIES;
@@ -823,6 +808,12 @@ mod tests {
     fn each_family_sits_at_its_index() {
         for (i, k) in FAMILIES.iter().enumerate() {
             assert_eq!(k.idx(), i, "{k:?}");
+        }
+        // The numbers the activity's terms carry.
+        assert_eq!(FamilyKind::Engagement.idx(), crate::activity::ENGAGEMENT_FAMILY as usize);
+        for g in Granularity::ALL {
+            assert_eq!(FamilyKind::Lifecycle(g).idx(), crate::activity::lifecycle_family(g) as usize);
+            assert_eq!(FamilyKind::Churn(g).idx(), crate::activity::churn_family(g) as usize);
         }
     }
 }

@@ -92,17 +92,6 @@ impl GroupHistory {
             (Some(j), Some(l)) => j > l,
         }
     }
-
-    /// Timestamps of the events of these types, in `ts` order once sorted.
-    pub fn times(&self, types: TypeSet) -> impl Iterator<Item = i64> + '_ {
-        self.stamps.iter().filter(move |&&s| types.has_stamp(s)).map(|&s| stamp_ts(s))
-    }
-
-    /// `times`, from the first event at or after `from` (requires sorted lists).
-    pub fn times_from(&self, types: TypeSet, from: i64) -> impl Iterator<Item = i64> + '_ {
-        let start = self.stamps.partition_point(|&s| stamp_ts(s) < from);
-        self.stamps[start..].iter().filter(move |&&s| types.has_stamp(s)).map(|&s| stamp_ts(s))
-    }
 }
 
 fn last_at_or_before<T>(sorted: &[T], x: i64, ts: impl Fn(&T) -> i64) -> Option<i64> {
@@ -146,19 +135,5 @@ mod tests {
             }
         }
         assert!(EventType::ALL.iter().enumerate().all(|(i, &t)| t as usize == i));
-    }
-
-    #[test]
-    fn times_filter_by_type_from_an_instant() {
-        let mut h = GroupHistory::default();
-        for (ts, t) in [(30, EventType::Checkin), (10, EventType::MessagePosted), (20, EventType::ReactionAdded)] {
-            h.stamps.push(stamp(ts, t));
-        }
-        h.sort();
-        let msgs = TypeSet::of(&[EventType::MessagePosted, EventType::Checkin]);
-        assert_eq!(h.times(msgs).collect::<Vec<_>>(), [10, 30]);
-        assert_eq!(h.times_from(msgs, 11).collect::<Vec<_>>(), [30]);
-        assert_eq!(h.times_from(COUNTED, 20).collect::<Vec<_>>(), [20, 30]);
-        assert!(!COUNTED.has(EventType::Conversion));
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 const MAGIC: &[u8; 4] = b"EGCK";
 /// Raised whenever the saved structures change shape; older checkpoints are then refused.
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SnapshotError {

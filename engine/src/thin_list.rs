@@ -3,8 +3,10 @@
 //!
 //! A member has about five short lists (its event ids, its groups, and per group its joins and
 //! stamps, sometimes leaves or conversions), so the list header is paid millions of times:
-//! `Vec`'s three words cost 24 bytes each, `thin_vec::ThinVec`'s header 16. A list grows by half
-//! its length (from one slot), not by doubling: the lists are short and mostly stop growing.
+//! `Vec`'s three words cost 24 bytes each, `thin_vec::ThinVec`'s header 16. A list's first push
+//! allocates one slot (most lists hold one item: a join, a group), its second four, and it
+//! doubles from there: each reallocation costs more than the spare slots, which the engine gives
+//! back at every flush (`shrink_to_fit`).
 //! Lists hold at most `u32::MAX` items; more panics, as `Vec` does past `isize::MAX` bytes.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -110,11 +112,15 @@ impl<T> ThinList<T> {
         }
     }
 
-    /// Appends, growing by half the length (at least one slot) when full.
+    /// Appends, growing to one slot, then four, then doubling, when full.
     pub fn push(&mut self, item: T) {
         let len = self.len();
         if len == self.capacity() {
-            self.reserve_exact((len / 2).max(1));
+            self.reserve_exact(match len {
+                0 => 1,
+                1 => 3,
+                _ => len,
+            });
         }
         // SAFETY: `len < cap`, so the slot is inside the allocation and unused.
         unsafe {
@@ -275,7 +281,7 @@ mod tests {
             list.push(i * 7 % 13);
             model.push(i * 7 % 13);
             assert_eq!(&list[..], &model[..]);
-            assert!(list.capacity() >= list.len() && list.capacity() <= list.len() * 3 / 2 + 1);
+            assert!(list.capacity() >= list.len() && list.capacity() <= (list.len() * 2).max(4));
         }
         list.sort_unstable();
         model.sort_unstable();

@@ -267,3 +267,33 @@ fn two_joins_at_one_instant_credit_the_smaller_inviter() {
         assert_eq!(r.referral[&(String::new(), "month".into(), d("2024-01-01"))].invited, 1);
     }
 }
+
+#[test]
+fn a_zone_that_steps_back_a_day_counts_each_local_day_once() {
+    // Sitka (Alaska) went from Russian to American time on 1867-10-19 at 15:30 local: the clock
+    // went back a whole day, so local days do not rise with time. Messages at local Oct 19 12:00
+    // (before the change), Oct 18 16:00 (after) and Oct 19 16:00 (a day later): DAU 1 on each day.
+    let events = vec![
+        ev("j", "member_joined", "g1", "m", "1867-10-18T00:00:00Z"),
+        ev("a", "message_posted", "g1", "m", "1867-10-18T21:01:13Z"),
+        ev("b", "message_posted", "g1", "m", "1867-10-19T01:01:13Z"),
+        ev("c", "message_posted", "g1", "m", "1867-10-20T01:01:13Z"),
+    ];
+    let cfg = engine::CommunityConfig { timezone: "America/Sitka".parse().unwrap(), ..Default::default() };
+    let local =
+        |i: usize| engine::period::day_to_date(engine::period::local_day(events[i].ts_ms, cfg.timezone)).to_string();
+    assert_eq!([local(1), local(2), local(3)], ["1867-10-19", "1867-10-18", "1867-10-19"], "the zone data");
+    let configs = Configs { communities: [("c".to_string(), cfg.clone())].into(), ..Configs::default() };
+    let mut e = Engine::new(configs);
+    for x in &events {
+        e.apply(x);
+    }
+    let mut t = Tables::default();
+    t.apply(&e.flush(&|_| None));
+    let day = |s: &str| t.engagement[&("c".to_string(), String::new(), d(s))];
+    assert_eq!((day("1867-10-18")[0], day("1867-10-18")[3]), (1, 1), "dau, messages");
+    assert_eq!((day("1867-10-19")[0], day("1867-10-19")[3]), (1, 2), "dau, messages");
+    let params = reference::Params { tz: cfg.timezone, ..reference::Params::default() };
+    let r = reference::compute(&events, "c", &params);
+    assert_eq!(r.engagement[&(String::new(), d("1867-10-19"))][0], 1);
+}

@@ -5,9 +5,12 @@
 //! engine's checkpoint is taken, written to a file, and read back into a new engine, each timed.
 //!
 //!   cargo run --release -p benches --bin engine-memory -- --communities 10 --members 100000
+//!
+//! `--timezone Asia/Shanghai` gives every community that zone (default UTC, where a local day is
+//! a division; any other zone costs a time-zone lookup per conversion).
 
 use benches::{community_records, live_bytes, Counting};
-use engine::{Configs, Engine};
+use engine::{CommunityConfig, Configs, Engine};
 use schemas::{parse_event_view, Limits};
 use std::time::Instant;
 
@@ -23,7 +26,14 @@ fn main() {
     let communities = arg("--communities", 10);
     let members = arg("--members", 100_000);
     let limits = Limits::default();
-    let mut engine = Engine::new(Configs::default());
+    let configs = match std::env::args().skip_while(|a| a != "--timezone").nth(1) {
+        Some(tz) => Configs {
+            default: CommunityConfig { timezone: tz.parse().expect("an IANA time zone"), ..CommunityConfig::default() },
+            ..Configs::default()
+        },
+        None => Configs::default(),
+    };
+    let mut engine = Engine::new(configs.clone());
     let (mut events, mut busy) = (0usize, std::time::Duration::ZERO);
     // decode + apply, flush, decode alone
     let mut phases = [std::time::Duration::ZERO; 3];
@@ -81,7 +91,7 @@ fn main() {
     drop(engine);
     let started = Instant::now();
     let bytes = std::fs::read(&path).expect("read back");
-    let mut restored = Engine::restore(&Configs::default(), &bytes).expect("restores");
+    let mut restored = Engine::restore(&configs, &bytes).expect("restores");
     let restore_s = started.elapsed().as_secs_f64();
     drop(bytes);
     let _ = std::fs::remove_file(&path);
