@@ -330,6 +330,15 @@ impl Community {
         intern(&mut self.scopes, group_id)
     }
 
+    /// Marks the members changed since the last flush (a checkpoint keeps them in `touched`, not
+    /// the marks).
+    pub(crate) fn mark_touched(&mut self) {
+        for id in self.touched.keys() {
+            let member = self.members.get_mut(id.as_str()).expect("touched members exist");
+            member.groups.set_mark(true);
+        }
+    }
+
     /// After loading from a checkpoint every member holds its own copy of each group id: share
     /// them again (at a million members the copies would cost tens of megabytes).
     pub(crate) fn intern_scopes(&mut self) {
@@ -369,6 +378,7 @@ impl Engine {
     pub(crate) fn from_parts(configs: Configs, mut communities: FastMap<String, Community>) -> Self {
         for c in communities.values_mut() {
             c.intern_scopes();
+            c.mark_touched();
         }
         Engine { configs, communities }
     }
@@ -405,7 +415,10 @@ impl Engine {
         if ev.is_bot {
             return true;
         }
-        if !comm.touched.contains_key(ev.member_id) {
+        // Marked: changed since the last flush, and in `touched` (the mark saves that map a
+        // lookup per event).
+        let first_change = !member.groups.is_marked();
+        if first_change {
             // A member with no history yet contributes nothing: no need to compute that.
             let before = if member.groups.is_empty() {
                 Contributions::new()
@@ -434,6 +447,10 @@ impl Engine {
         }
         if COUNTED.has(ev.event_type) || cfg.is_participation(ev.event_type) || cfg.is_activation(ev.event_type) {
             h.stamps.push(stamp(ev.ts_ms, ev.event_type));
+        }
+        if first_change {
+            // The group list has an allocation now: the member is in at least this group.
+            member.groups.set_mark(true);
         }
         true
     }
@@ -551,6 +568,7 @@ fn flush_members(
     touched.sort_by(|a, b| a.0.cmp(&b.0));
     for (member_id, before) in touched {
         let member = comm.members.get_mut(member_id.as_str()).expect("touched members exist");
+        member.groups.set_mark(false);
         member.settle();
         let after = member.contributions(cfg);
         for (scope, new, new_activity) in &after {

@@ -120,6 +120,29 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// The processor saves only flushed engines, but a checkpoint taken between flushes must
+    /// restore as well: its members changed since the last flush keep the contribution to retract.
+    #[test]
+    fn a_checkpoint_between_flushes_restores_the_changes_not_yet_flushed() {
+        let configs = Configs::default();
+        let all = events();
+        // Every member's first event before the checkpoint, the rest after it.
+        let (first, rest): (Vec<&Event>, Vec<&Event>) =
+            all.iter().partition(|e| e.event_type == schemas::EventType::MemberJoined);
+        let as_of = |_: &str| Some(1_709_251_200_000 + 40 * 86_400_000);
+        let mut original = Engine::new(configs.clone());
+        first[..5].iter().for_each(|e| _ = original.apply(e));
+        original.flush(&as_of);
+        first[5..].iter().for_each(|e| _ = original.apply(e));
+        let mut restored = Engine::restore(&configs, &original.snapshot()).unwrap();
+        for e in rest {
+            assert_eq!(original.apply(e), restored.apply(e));
+        }
+        let (a, b) = (original.flush(&as_of), restored.flush(&as_of));
+        assert!(!a.retention.is_empty() && !a.engagement.is_empty());
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn damaged_foreign_or_reconfigured_checkpoints_are_refused() {
         let configs = Configs::default();

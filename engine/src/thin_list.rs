@@ -7,7 +7,10 @@
 //! allocates one slot (most lists hold one item: a join, a group), its second four, and it
 //! doubles from there: each reallocation costs more than the spare slots, which the engine gives
 //! back at every flush (`shrink_to_fit`).
-//! Lists hold at most `u32::MAX` items; more panics, as `Vec` does past `isize::MAX` bytes.
+//! Lists hold fewer than 2³¹ items; more panics, as `Vec` does past `isize::MAX` bytes. The
+//! capacity's top bit is a mark for the owner's use (`set_mark`): the engine marks a member's
+//! group list when the member changes, so that telling a changed member from another costs no
+//! lookup in a second map.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::alloc::{self, Layout};
@@ -17,8 +20,11 @@ use std::ptr::NonNull;
 #[repr(C)]
 struct Header {
     len: u32,
+    /// The capacity, and `MARK`.
     cap: u32,
 }
+
+const MARK: u32 = 1 << 31;
 
 /// Where every empty list points: never written, because a list with no capacity allocates
 /// before it stores anything.
@@ -66,7 +72,23 @@ impl<T> ThinList<T> {
     }
 
     pub fn capacity(&self) -> usize {
-        self.header().cap as usize
+        (self.header().cap & !MARK) as usize
+    }
+
+    pub fn is_marked(&self) -> bool {
+        self.header().cap & MARK != 0
+    }
+
+    /// Sets or clears the mark. Only a list with an allocation carries one: marking a list
+    /// with no capacity panics, and a list freed by `shrink_to_fit` loses its mark.
+    pub fn set_mark(&mut self, on: bool) {
+        if self.is_marked() == on {
+            return;
+        }
+        assert!(self.capacity() > 0, "only an allocated list carries a mark");
+        // SAFETY: an allocation of ours (not `EMPTY`: its capacity is not zero), and `&mut self`
+        // is unique.
+        unsafe { (*self.ptr.as_ptr()).cap ^= MARK };
     }
 
     fn items(&self) -> *mut T {
@@ -82,8 +104,8 @@ impl<T> ThinList<T> {
         if cap == old {
             return;
         }
-        let cap32 = u32::try_from(cap).expect("a list holds at most u32::MAX items");
-        let len = self.header().len;
+        let cap32 = u32::try_from(cap).ok().filter(|c| c & MARK == 0).expect("a list holds fewer than 2^31 items");
+        let (len, mark) = (self.header().len, self.header().cap & MARK);
         if cap == 0 {
             // SAFETY: allocated with `layout(old)` (old > 0 because cap != old), and empty.
             unsafe { alloc::dealloc(self.ptr.as_ptr().cast(), layout::<T>(old).0) };
@@ -100,7 +122,7 @@ impl<T> ThinList<T> {
         };
         let Some(ptr) = NonNull::new(raw.cast::<Header>()) else { alloc::handle_alloc_error(new_layout) };
         // SAFETY: a fresh or moved allocation of ours, large enough for the header.
-        unsafe { ptr.as_ptr().write(Header { len, cap: cap32 }) };
+        unsafe { ptr.as_ptr().write(Header { len, cap: cap32 | mark }) };
         self.ptr = ptr;
     }
 
@@ -298,6 +320,37 @@ mod tests {
         assert_eq!(emptied.capacity(), 0);
         emptied.push(1);
         assert_eq!(&emptied[..], &[1]);
+    }
+
+    #[test]
+    fn a_mark_stays_through_growth_and_trimming_until_cleared() {
+        let mut list: ThinList<u64> = ThinList::new();
+        assert!(!list.is_marked());
+        list.set_mark(false);
+        list.push(1);
+        list.set_mark(true);
+        for i in 2..100 {
+            list.push(i);
+            assert!(list.is_marked() && list.len() == i as usize && list.capacity() >= list.len());
+        }
+        list.shrink_to_fit();
+        assert!(list.is_marked());
+        assert_eq!(list.capacity(), 99);
+        assert_eq!(&list[..3], &[1, 2, 3]);
+        assert!(!list.clone().is_marked(), "a copy starts unmarked");
+        list.set_mark(false);
+        assert!(!list.is_marked());
+        assert_eq!(list.capacity(), 99);
+        let mut spare: ThinList<u64> = ThinList::with_capacity(2);
+        spare.set_mark(true);
+        spare.shrink_to_fit();
+        assert!(!spare.is_marked(), "a freed list has no mark");
+    }
+
+    #[test]
+    #[should_panic(expected = "only an allocated list carries a mark")]
+    fn an_empty_list_cannot_be_marked() {
+        ThinList::<u64>::new().set_mark(true);
     }
 
     #[test]
