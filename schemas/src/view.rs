@@ -256,12 +256,28 @@ impl<'a> Wire<'a> {
         self.props = Some(s.between(start, s.position()));
         Some(())
     }
-
-    fn typed(&self, key: &str) -> &Option<Prop<'a>> {
-        &self.typed
-            [typed_index(key).unwrap_or_else(|| unreachable!("typed_props names {key}, which typed_index lacks"))]
-    }
 }
+
+/// Slots of the typed keys the engine reads (checked against `typed_index` by a test).
+const INVITER_ID: usize = 0;
+const REASON: usize = 2;
+const VALUE: usize = 13;
+
+/// Per event type, `(slot, kind)` of its typed keys: `validate::typed_props` with the keys
+/// looked up once, not for every record.
+static TYPED_SLOTS: std::sync::LazyLock<[Vec<(usize, &'static str)>; EventType::ALL.len()]> =
+    std::sync::LazyLock::new(|| {
+        EventType::ALL.map(|t| {
+            crate::validate::typed_props(t)
+                .iter()
+                .map(|&(key, kind)| {
+                    let slot = typed_index(key)
+                        .unwrap_or_else(|| unreachable!("typed_props names {key}, which typed_index lacks"));
+                    (slot, kind)
+                })
+                .collect()
+        })
+    });
 
 /// The slot of a typed key in `Wire::typed`, as a `match` (which the compiler turns into a switch
 /// on the length, then one comparison) rather than a search of a list.
@@ -319,21 +335,21 @@ fn fast<'a>(bytes: &'a [u8], now_ms: Option<i64>, limits: &Limits) -> Option<Eve
             _ => matches!(p, Prop::Str("left" | "removed" | "banned")),
         },
     };
-    for (key, kind) in crate::validate::typed_props(event_type) {
-        if !typed_ok(w.typed(key), kind) {
+    for &(slot, kind) in &TYPED_SLOTS[event_type as usize] {
+        if !typed_ok(&w.typed[slot], kind) {
             return None;
         }
     }
-    let inviter_id = match Prop::present(w.typed("inviter_id")) {
+    let inviter_id = match Prop::present(&w.typed[INVITER_ID]) {
         Some(Prop::Str(s)) if event_type == EventType::MemberJoined => Some(*s),
         _ => None,
     };
-    let leave_reason = match Prop::present(w.typed("reason")) {
+    let leave_reason = match Prop::present(&w.typed[REASON]) {
         Some(Prop::Str("removed")) if event_type == EventType::MemberLeft => LeaveReason::Removed,
         Some(Prop::Str("banned")) if event_type == EventType::MemberLeft => LeaveReason::Banned,
         _ => LeaveReason::Left,
     };
-    let conversion_value = match Prop::present(w.typed("value")) {
+    let conversion_value = match Prop::present(&w.typed[VALUE]) {
         Some(p) if event_type == EventType::Conversion => p.as_f64(),
         _ => None,
     };
@@ -369,5 +385,12 @@ mod tests {
         }
         assert_eq!(slots.len(), TYPED_KEYS, "every slot used");
         assert_eq!(typed_index("free_form"), None);
+        let named = [("inviter_id", INVITER_ID), ("reason", REASON), ("value", VALUE)];
+        assert!(named.iter().all(|&(key, slot)| typed_index(key) == Some(slot)), "{named:?}");
+        for t in EventType::ALL {
+            let slots: Vec<_> =
+                crate::validate::typed_props(t).iter().map(|&(k, kind)| (typed_index(k).unwrap(), kind)).collect();
+            assert_eq!(TYPED_SLOTS[t as usize], slots, "{t}");
+        }
     }
 }
