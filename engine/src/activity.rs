@@ -20,7 +20,8 @@ pub const CHURN: [&str; 5] = ["members_start", "churned", "left", "removed", "in
 /// A term of a series: `value` on every period in `[start, end)` (`end == OPEN`: up to `as_of`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Term {
-    /// The family of series the term adds to: `ENGAGEMENT`, `lifecycle(g)` or `churn(g)`.
+    /// The family of series the term adds to: `ENGAGEMENT_FAMILY`, `lifecycle_family(g)` or
+    /// `churn_family(g)`.
     pub family: u8,
     pub series: u8,
     pub start: i32,

@@ -51,6 +51,19 @@ fn engine_tables(events: &[Event]) -> Tables {
     t
 }
 
+/// The tables of `events` applied in order and flushed once, in a community of time zone `zone`.
+fn tables_in_zone(events: &[Event], zone: chrono_tz::Tz) -> Tables {
+    let cfg = engine::CommunityConfig { timezone: zone, ..Default::default() };
+    let configs = Configs { communities: [("c".to_string(), cfg)].into(), ..Configs::default() };
+    let mut e = Engine::new(configs);
+    for x in events {
+        e.apply(x);
+    }
+    let mut t = Tables::default();
+    t.apply(&e.flush(&|_| None));
+    t
+}
+
 fn d(s: &str) -> chrono::NaiveDate {
     s.parse().unwrap()
 }
@@ -211,14 +224,7 @@ fn a_dst_day_in_new_york_is_one_local_day() {
         ev("a", "message_posted", "g1", "m", "2024-03-11T03:59:59Z"),
         ev("b", "message_posted", "g1", "m", "2024-03-11T04:00:00Z"),
     ];
-    let cfg = engine::CommunityConfig { timezone: "America/New_York".parse().unwrap(), ..Default::default() };
-    let configs = Configs { communities: [("c".to_string(), cfg)].into(), ..Configs::default() };
-    let mut e = Engine::new(configs);
-    for x in &events {
-        e.apply(x);
-    }
-    let mut t = Tables::default();
-    t.apply(&e.flush(&|_| None));
+    let t = tables_in_zone(&events, "America/New_York".parse().unwrap());
     let day = |s: &str| t.engagement[&("c".to_string(), String::new(), d(s))];
     assert_eq!(day("2024-03-10")[3], 1, "03:59:59Z on the 11th is still the 10th in New York");
     assert_eq!(day("2024-03-11")[3], 1);
@@ -279,21 +285,14 @@ fn a_zone_that_steps_back_a_day_counts_each_local_day_once() {
         ev("b", "message_posted", "g1", "m", "1867-10-19T01:01:13Z"),
         ev("c", "message_posted", "g1", "m", "1867-10-20T01:01:13Z"),
     ];
-    let cfg = engine::CommunityConfig { timezone: "America/Sitka".parse().unwrap(), ..Default::default() };
-    let local =
-        |i: usize| engine::period::day_to_date(engine::period::local_day(events[i].ts_ms, cfg.timezone)).to_string();
+    let sitka: chrono_tz::Tz = "America/Sitka".parse().unwrap();
+    let local = |i: usize| engine::period::day_to_date(engine::period::local_day(events[i].ts_ms, sitka)).to_string();
     assert_eq!([local(1), local(2), local(3)], ["1867-10-19", "1867-10-18", "1867-10-19"], "the zone data");
-    let configs = Configs { communities: [("c".to_string(), cfg.clone())].into(), ..Configs::default() };
-    let mut e = Engine::new(configs);
-    for x in &events {
-        e.apply(x);
-    }
-    let mut t = Tables::default();
-    t.apply(&e.flush(&|_| None));
+    let t = tables_in_zone(&events, sitka);
     let day = |s: &str| t.engagement[&("c".to_string(), String::new(), d(s))];
     assert_eq!((day("1867-10-18")[0], day("1867-10-18")[3]), (1, 1), "dau, messages");
     assert_eq!((day("1867-10-19")[0], day("1867-10-19")[3]), (1, 2), "dau, messages");
-    let params = reference::Params { tz: cfg.timezone, ..reference::Params::default() };
+    let params = reference::Params { tz: sitka, ..reference::Params::default() };
     let r = reference::compute(&events, "c", &params);
     assert_eq!(r.engagement[&(String::new(), d("1867-10-19"))][0], 1);
 }
