@@ -434,14 +434,7 @@ impl Pipeline {
             }
             let (pu, v) = (p as u32, st.version);
             st.version += 1;
-            let mut part = Batch::default();
-            part.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, pu, v)));
-            part.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, pu, v)));
-            part.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, pu, v)));
-            part.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, pu, v)));
-            part.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, pu, v)));
-            part.churn.extend(out.churn.iter().map(|r| ChurnPeriodRow::new(r, pu, v)));
-            part.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, pu, v)));
+            let mut part = Batch::from_output(out, pu, v);
             part.progress.push(ProgressRow {
                 topic: topic.clone(),
                 partition: pu,

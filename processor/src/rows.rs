@@ -5,6 +5,11 @@ use clickhouse::Row;
 use engine::period::date_to_day;
 use engine::{ChurnRow, CohortRow, CommunityStat, EngagementRow, LifecycleRow, MemberFact, RetentionCell};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+/// A column holding one of a few fixed names (granularity, mode, event type): borrowed when a row
+/// is written (no allocation per row), owned when one is read back.
+pub type Name = Cow<'static, str>;
 
 pub fn days(d: chrono::NaiveDate) -> u16 {
     date_to_day(d).clamp(0, u16::MAX as i32) as u16
@@ -19,7 +24,7 @@ pub struct RawEventRow {
     pub community_id: String,
     pub event_id: String,
     #[serde(rename = "type")]
-    pub event_type: String,
+    pub event_type: Name,
     pub group_id: String,
     pub member_id: String,
     pub ts_ms: i64,
@@ -38,7 +43,7 @@ impl RawEventRow {
         RawEventRow {
             community_id: e.community_id.to_owned(),
             event_id: e.event_id.to_owned(),
-            event_type: e.event_type.as_str().to_owned(),
+            event_type: Cow::Borrowed(e.event_type.as_str()),
             group_id: e.group_id.to_owned(),
             member_id: e.member_id.to_owned(),
             ts_ms: e.ts_ms,
@@ -57,7 +62,7 @@ impl RawEventRow {
 pub struct CohortSizeRow {
     pub community_id: String,
     pub group_id: String,
-    pub granularity: String,
+    pub granularity: Name,
     pub cohort: u16,
     pub partition: u32,
     pub size: u64,
@@ -65,11 +70,11 @@ pub struct CohortSizeRow {
 }
 
 impl CohortSizeRow {
-    pub fn new(r: &CohortRow, partition: u32, version: u64) -> Self {
+    pub fn new(r: CohortRow, partition: u32, version: u64) -> Self {
         CohortSizeRow {
-            community_id: r.community_id.clone(),
-            group_id: r.group_id.clone(),
-            granularity: r.granularity.as_str().to_owned(),
+            community_id: r.community_id,
+            group_id: r.group_id,
+            granularity: Cow::Borrowed(r.granularity.as_str()),
             cohort: days(r.cohort),
             partition,
             size: r.size,
@@ -92,8 +97,8 @@ impl CohortSizeRow {
 pub struct RetentionRow {
     pub community_id: String,
     pub group_id: String,
-    pub granularity: String,
-    pub mode: String,
+    pub granularity: Name,
+    pub mode: Name,
     pub cohort: u16,
     pub period_offset: u32,
     pub period: u16,
@@ -103,12 +108,12 @@ pub struct RetentionRow {
 }
 
 impl RetentionRow {
-    pub fn new(c: &RetentionCell, partition: u32, version: u64) -> Self {
+    pub fn new(c: RetentionCell, partition: u32, version: u64) -> Self {
         RetentionRow {
-            community_id: c.community_id.clone(),
-            group_id: c.group_id.clone(),
-            granularity: c.granularity.as_str().to_owned(),
-            mode: c.mode.as_str().to_owned(),
+            community_id: c.community_id,
+            group_id: c.group_id,
+            granularity: Cow::Borrowed(c.granularity.as_str()),
+            mode: Cow::Borrowed(c.mode.as_str()),
             cohort: days(c.cohort),
             period_offset: c.offset,
             period: days(c.period),
@@ -156,11 +161,11 @@ pub struct MemberFactRow {
 }
 
 impl MemberFactRow {
-    pub fn new(m: &MemberFact, partition: u32, version: u64) -> Self {
+    pub fn new(m: MemberFact, partition: u32, version: u64) -> Self {
         MemberFactRow {
-            community_id: m.community_id.clone(),
-            group_id: m.group_id.clone(),
-            member_id: m.member_id.clone(),
+            community_id: m.community_id,
+            group_id: m.group_id,
+            member_id: m.member_id,
             partition,
             join_ms: m.join_ms,
             cohort_day: days(m.cohort_day),
@@ -174,7 +179,7 @@ impl MemberFactRow {
             first_conversion_ms: m.first_conversion_ms,
             conversion_window_end_ms: m.conversion_window_end_ms,
             activated_then_converted: m.activated_then_converted as u8,
-            inviter_id: m.inviter_id.clone(),
+            inviter_id: m.inviter_id,
             referral_window_end_ms: m.referral_window_end_ms,
             version,
         }
@@ -213,11 +218,11 @@ pub struct EngagementDayRow {
 }
 
 impl EngagementDayRow {
-    pub fn new(r: &EngagementRow, partition: u32, version: u64) -> Self {
+    pub fn new(r: EngagementRow, partition: u32, version: u64) -> Self {
         let v = r.values.map(|x| x.max(0) as u64);
         EngagementDayRow {
-            community_id: r.community_id.clone(),
-            group_id: r.group_id.clone(),
+            community_id: r.community_id,
+            group_id: r.group_id,
             day: days(r.day),
             partition,
             dau: v[0],
@@ -260,7 +265,7 @@ impl EngagementDayRow {
 pub struct LifecyclePeriodRow {
     pub community_id: String,
     pub group_id: String,
-    pub granularity: String,
+    pub granularity: Name,
     pub period: u16,
     pub partition: u32,
     pub new: u64,
@@ -271,12 +276,12 @@ pub struct LifecyclePeriodRow {
 }
 
 impl LifecyclePeriodRow {
-    pub fn new(r: &LifecycleRow, partition: u32, version: u64) -> Self {
+    pub fn new(r: LifecycleRow, partition: u32, version: u64) -> Self {
         let v = r.values.map(|x| x.max(0) as u64);
         LifecyclePeriodRow {
-            community_id: r.community_id.clone(),
-            group_id: r.group_id.clone(),
-            granularity: r.granularity.as_str().to_owned(),
+            community_id: r.community_id,
+            group_id: r.group_id,
+            granularity: Cow::Borrowed(r.granularity.as_str()),
             period: days(r.period),
             partition,
             new: v[0],
@@ -299,9 +304,9 @@ impl LifecyclePeriodRow {
 }
 
 impl CommunityStatRow {
-    pub fn new(s: &CommunityStat, partition: u32, version: u64) -> Self {
+    pub fn new(s: CommunityStat, partition: u32, version: u64) -> Self {
         CommunityStatRow {
-            community_id: s.community_id.clone(),
+            community_id: s.community_id,
             partition,
             events_processed: s.events_processed,
             max_ts_ms: s.max_ts_ms,
@@ -326,7 +331,7 @@ pub struct ProgressRow {
 pub struct ChurnPeriodRow {
     pub community_id: String,
     pub group_id: String,
-    pub granularity: String,
+    pub granularity: Name,
     pub period: u16,
     pub partition: u32,
     pub members_start: u64,
@@ -338,12 +343,12 @@ pub struct ChurnPeriodRow {
 }
 
 impl ChurnPeriodRow {
-    pub fn new(r: &ChurnRow, partition: u32, version: u64) -> Self {
+    pub fn new(r: ChurnRow, partition: u32, version: u64) -> Self {
         let v = r.values.map(|x| x.max(0) as u64);
         ChurnPeriodRow {
-            community_id: r.community_id.clone(),
-            group_id: r.group_id.clone(),
-            granularity: r.granularity.as_str().to_owned(),
+            community_id: r.community_id,
+            group_id: r.group_id,
+            granularity: Cow::Borrowed(r.granularity.as_str()),
             period: days(r.period),
             partition,
             members_start: v[0],

@@ -24,6 +24,24 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The derived rows of one partition's flush. The engine's rows are moved in, strings and
+    /// all: a replay's round writes about a million rows, and cloning them doubled the
+    /// allocations of the flush.
+    pub fn from_output(out: engine::Output, partition: u32, version: u64) -> Batch {
+        // Destructured, so that a table added to `Output` cannot be forgotten here.
+        let engine::Output { cohorts, retention, members, engagement, lifecycle, churn, stats } = out;
+        Batch {
+            cohorts: cohorts.into_iter().map(|r| CohortSizeRow::new(r, partition, version)).collect(),
+            retention: retention.into_iter().map(|r| RetentionRow::new(r, partition, version)).collect(),
+            members: members.into_iter().map(|r| MemberFactRow::new(r, partition, version)).collect(),
+            engagement: engagement.into_iter().map(|r| EngagementDayRow::new(r, partition, version)).collect(),
+            lifecycle: lifecycle.into_iter().map(|r| LifecyclePeriodRow::new(r, partition, version)).collect(),
+            churn: churn.into_iter().map(|r| ChurnPeriodRow::new(r, partition, version)).collect(),
+            stats: stats.into_iter().map(|r| CommunityStatRow::new(r, partition, version)).collect(),
+            ..Batch::default()
+        }
+    }
+
     /// Moves `other`'s rows to the end of this batch's.
     pub fn append(&mut self, other: Batch) {
         // Destructured, so that a table added to `Batch` cannot be forgotten here.

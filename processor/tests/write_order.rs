@@ -90,13 +90,7 @@ fn full_batch() -> Batch {
         batch.raw.push(RawEventRow::new(&e.view(), configs.get("c"), 0, offset as i64));
     }
     let out = engine.flush(&|_| None);
-    batch.cohorts.extend(out.cohorts.iter().map(|r| CohortSizeRow::new(r, 0, 1)));
-    batch.retention.extend(out.retention.iter().map(|r| RetentionRow::new(r, 0, 1)));
-    batch.members.extend(out.members.iter().map(|r| MemberFactRow::new(r, 0, 1)));
-    batch.engagement.extend(out.engagement.iter().map(|r| EngagementDayRow::new(r, 0, 1)));
-    batch.lifecycle.extend(out.lifecycle.iter().map(|r| LifecyclePeriodRow::new(r, 0, 1)));
-    batch.churn.extend(out.churn.iter().map(|r| ChurnPeriodRow::new(r, 0, 1)));
-    batch.stats.extend(out.stats.iter().map(|r| CommunityStatRow::new(r, 0, 1)));
+    batch.append(Batch::from_output(out, 0, 1));
     batch.progress.push(ProgressRow {
         topic: "events".into(),
         partition: 0,

@@ -169,6 +169,21 @@ pub struct Stack {
     broker_storage: BrokerStorage,
 }
 
+/// A stack's directory (ClickHouse's data, the logs) is removed when the stack ends, unless the
+/// test failed (the logs are what explains it) or `E2E_KEEP=1` is set: a load run leaves
+/// gigabytes of ClickHouse parts, and repeated runs would fill the disk.
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+        let keep = std::thread::panicking() || std::env::var_os("E2E_KEEP").is_some_and(|v| v == "1");
+        if !keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {

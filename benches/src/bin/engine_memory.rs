@@ -6,6 +6,9 @@
 //!
 //!   cargo run --release -p benches --bin engine-memory -- --communities 10 --members 100000
 //!
+//! `--rows` also prints how many rows of each table every flush emitted (what the processor would
+//! write to ClickHouse for that partition).
+//!
 //! `--timezone Asia/Shanghai` gives every community that zone (default UTC, where a local day is
 //! a division; any other zone costs a time-zone lookup per conversion).
 
@@ -26,6 +29,7 @@ fn main() {
     let communities = arg("--communities", 10);
     let members = arg("--members", 100_000);
     let limits = Limits::default();
+    let show_rows = std::env::args().any(|a| a == "--rows");
     let configs = match std::env::args().skip_while(|a| a != "--timezone").nth(1) {
         Some(tz) => Configs {
             default: CommunityConfig { timezone: tz.parse().expect("an IANA time zone"), ..CommunityConfig::default() },
@@ -52,6 +56,19 @@ fn main() {
         }
         let applied = started.elapsed();
         let out = engine.flush(&|_| None);
+        if show_rows {
+            let zeros = out.retention.iter().filter(|r| r.members == 0).count();
+            println!(
+                "rows of that flush: cohorts {}, retention {} ({} of them zero), member facts {}, engagement {}, lifecycle {}, churn {}",
+                out.cohorts.len(),
+                out.retention.len(),
+                zeros,
+                out.members.len(),
+                out.engagement.len(),
+                out.lifecycle.len(),
+                out.churn.len()
+            );
+        }
         let flushed = started.elapsed() - applied;
         busy += started.elapsed();
         phases[0] += applied;

@@ -1,0 +1,37 @@
+//! The processor's side of a flush: turning the engine's output for one partition into the
+//! ClickHouse rows it writes. `cargo bench -p benches --bench rows`.
+//!
+//! The output is one flush of a generated community of 20,000 members (about 300,000 rows, a
+//! quarter of a million of them retention cells): what a replay's round writes per partition.
+
+use benches::{community_records, Counting};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use engine::{Configs, Engine, Output};
+use processor::store::Batch;
+use schemas::{parse_event_view, Limits};
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn one_flush() -> Output {
+    let limits = Limits::default();
+    let mut engine = Engine::new(Configs::default());
+    for r in community_records("bench", 0, 20_000) {
+        engine.apply_view(&parse_event_view(&r, None, &limits).unwrap().view());
+    }
+    engine.flush(&|_| None)
+}
+
+fn rows(c: &mut Criterion) {
+    let out = one_flush();
+    let mut group = c.benchmark_group("rows");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(out.rows() as u64));
+    group.bench_function("engine output to ClickHouse rows, one flush of 20,000 members", |b| {
+        b.iter_batched(|| out.clone(), |o| Batch::from_output(o, 0, 1).rows(), BatchSize::LargeInput)
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rows);
+criterion_main!(benches);
