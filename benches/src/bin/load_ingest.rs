@@ -11,6 +11,9 @@
 //!
 //! `LOAD_SHOW_REPLAY_LOG=1` prints the replaying processor's log (its rounds, checkpoints and
 //! time by step) on stderr.
+//!
+//! The stack's directory (`.scratch/e2e/`: logs, ClickHouse data) is removed when the run ends;
+//! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Result};
 use e2e_tests::{Stack, READ_KEY, WRITE_KEY};

@@ -5,6 +5,9 @@
 //! the tag of the answer, as a polling dashboard does (304s).
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-query [--members N] [--clients C] [--seconds S]
+//!
+//! The stack's directory (`.scratch/e2e/`: logs, ClickHouse data) is removed when the run ends;
+//! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Result};
 use e2e_tests::{Stack, READ_KEY, WRITE_KEY};

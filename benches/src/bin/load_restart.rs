@@ -9,6 +9,9 @@
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches -p batch --bins \
 //!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4]
+//!
+//! The stack's directory (`.scratch/e2e/`: logs, ClickHouse data) is removed when the run ends;
+//! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Context, Result};
 use e2e_tests::{load, wait_for, Stack, READ_KEY, WRITE_KEY};
