@@ -9,11 +9,16 @@ Used for docs/performance.md ("A replay of 2.6 million records"); not a test.
     LINGER=0 BATCH=20000 KEYS=1 IDEM=true python3 benches/scripts/broker_read.py 1000000 1048576
 
 LINGER / BATCH: the producer's linger.ms and batch.size (BATCH=300 puts one record in a batch);
-KEYS=1 gives records 200,000 distinct keys; IDEM=true uses the idempotent producer, as ingest does.
+KEYS=1 gives records 200,000 distinct keys; IDEM=true uses the idempotent producer, as ingest does;
+RATE=40000 writes at most that many records a second; TAIL=1 runs a consumer group member that
+reads at the topic's end and commits every 0.5 s while the records are written (as a processor
+does during a load run; joining the group takes Tansu a few seconds, so give it a longer run).
+The docs' row with a tailing consumer: TAIL=1 RATE=40000 KEYS=1 IDEM=true LINGER=5, 2600000 records.
 """
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -32,7 +37,8 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic("t", 4, 1)])["t"].result()
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic("t", 4, 1)])["t"].result()
         producer = Producer({
             "bootstrap.servers": bootstrap,
             "linger.ms": int(os.environ.get("LINGER", "20")),
@@ -42,6 +48,26 @@ def main():
             "queue.buffering.max.messages": 1000000,
         })
         payload = b'{"x":' + b"1" * 190 + b"}"
+        stop = threading.Event()
+
+        def tail():
+            c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tail", "enable.auto.commit": False,
+                          "fetch.wait.max.ms": 100, "auto.offset.reset": "earliest"})
+            c.subscribe(["t"])
+            last, seen = time.time(), 0
+            while not stop.is_set():
+                ms = c.consume(10000, 0.2)
+                seen += len(ms)
+                if time.time() - last > 0.5 and ms:
+                    c.commit(asynchronous=True)
+                    last = time.time()
+            print(f"the tailing consumer read {seen} records while they were written", flush=True)
+            c.close()
+
+        tailer = threading.Thread(target=tail) if os.environ.get("TAIL") == "1" else None
+        if tailer:
+            tailer.start()
+        rate = int(os.environ.get("RATE", "0"))
         keys = os.environ.get("KEYS") == "1"
         started = time.time()
         for i in range(n):
@@ -53,7 +79,14 @@ def main():
                     producer.poll(0.05)
             if i % 10000 == 0:
                 producer.poll(0)
+                if rate:
+                    ahead = i / rate - (time.time() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
         producer.flush()
+        stop.set()
+        if tailer:
+            tailer.join()
         print(f"produced {n} records in {time.time() - started:.1f} s", flush=True)
         for size in fetch_sizes:
             consumer = Consumer({
