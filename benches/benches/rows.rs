@@ -10,6 +10,7 @@ use engine::{Configs, Engine, Output};
 use processor::store::Batch;
 use schemas::{parse_event_view, Limits};
 
+// mimalloc, as in the processor (through the counting wrapper the engine bench uses too).
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
