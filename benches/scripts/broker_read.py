@@ -34,6 +34,7 @@ def main():
     broker = subprocess.Popen(
         [os.environ["TANSU_BIN"], "broker", "--listener-url", f"tcp://{bootstrap}",
          "--advertised-listener-url", f"tcp://{bootstrap}", "--storage-engine", "memory://tansu/"],
+        env={**os.environ, "RUST_LOG": os.environ.get("TANSU_LOG", "warn")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(2)

@@ -95,6 +95,9 @@ struct Applied {
     as_of: HashMap<String, i64>,
 }
 
+/// The most the consumer holds fetched and not yet taken: 256 MiB, about a million events.
+const PREFETCH_KBYTES: u32 = 256 * 1024;
+
 fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer, ProcessorError> {
     let mut c = rdkafka::ClientConfig::new();
     let session = cfg.kafka.session_timeout_ms;
@@ -106,7 +109,12 @@ fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer,
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Room for a whole round to be fetched while the previous one is applied and written:
+        // with librdkafka's defaults (64 MB) a replay waited on the broker for most of each
+        // round (docs/performance.md). `kafka.properties` can set either lower.
+        .set("queued.min.messages", cfg.flush.max_records.max(100_000).to_string())
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string());
     if let Some(id) = &cfg.kafka.instance_id {
         c.set("group.instance.id", id);
     }
