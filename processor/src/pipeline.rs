@@ -112,8 +112,8 @@ fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer,
         .set("fetch.wait.max.ms", "100")
         // Room for a whole round to be fetched while the previous one is applied and written:
         // with librdkafka's default (64 MiB) a replay waited on the broker for most of each
-        // round (docs/performance.md). `kafka.properties` can set either lower.
-        // (librdkafka accepts 1 to 10,000,000.)
+        // round (docs/performance.md). `kafka.properties` can set either lower; librdkafka takes
+        // at most 10,000,000 messages.
         .set("queued.min.messages", cfg.flush.max_records.clamp(100_000, 10_000_000).to_string())
         .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string());
     if let Some(id) = &cfg.kafka.instance_id {
