@@ -9,7 +9,7 @@ pub mod secret;
 pub mod telemetry;
 
 pub use auth::KeyBinding;
-pub use clickhouse_config::ClickHouseConfig;
+pub use clickhouse_config::{BodyCompression, ClickHouseConfig};
 pub use config::{load_config, ConfigError};
 pub use http::{ApiError, Readiness};
 pub use secret::Secret;

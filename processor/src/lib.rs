@@ -11,6 +11,7 @@ pub mod migrate;
 pub mod parallel;
 pub mod pipeline;
 pub mod progress;
+pub mod rowbinary;
 pub mod rows;
 pub mod store;
 

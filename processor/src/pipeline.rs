@@ -12,6 +12,7 @@ use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::config::ProcessorConfig;
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
+use crate::rowbinary::EncodedRows;
 use crate::rows::*;
 use crate::store::{Batch, Store};
 use common::Readiness;
@@ -34,6 +35,9 @@ struct PartitionState {
     archived_until: i64,
     high_watermark: i64,
     last_checkpoint: Instant,
+    /// `next_offset` of the last checkpoint taken (a failed save is not taken again until the
+    /// partition consumes more), or -1.
+    checkpointed_offset: i64,
 }
 
 type GroupConsumer = StreamConsumer<GroupContext>;
@@ -61,7 +65,8 @@ struct Core {
     partitions: BTreeMap<i32, PartitionState>,
     /// Community-wide `as_of`: the largest `ts` seen here or written by any instance.
     as_of: HashMap<String, i64>,
-    pending_raw: Vec<RawEventRow>,
+    /// Archive rows of applied records not yet written, per partition.
+    pending_raw: BTreeMap<i32, EncodedRows>,
     limits: Limits,
     progress_dirty: bool,
     dead_letters: FutureProducer,
@@ -69,23 +74,72 @@ struct Core {
     /// Dead letters handed to the producer since the last flush; acknowledged before progress moves.
     pending_dead_letters: Vec<DeliveryFuture>,
     /// Records of the current round, per partition in offset order, until `apply_received`.
-    received: BTreeMap<i32, Vec<Received>>,
+    received: BTreeMap<i32, Received>,
     threads: usize,
 }
 
-/// A record as consumed: its offset and its bytes (copied out of the consumer's buffer so that
-/// another thread can decode it). The partition's `next_offset` moves when it is received: it is
-/// applied before anything reads the engines.
+/// A round's records of one partition, in offset order. Their bytes are copied out of the
+/// consumer's buffer (so that another thread can decode them) into blocks that are kept from one
+/// round to the next: an allocation per record, in fresh memory every round, cost a replay more
+/// than the copy. The partition's `next_offset` moves when a record is received: it is applied
+/// before anything reads the engines.
+#[derive(Default)]
 struct Received {
-    offset: i64,
-    payload: Vec<u8>,
+    blocks: Vec<Vec<u8>>,
+    /// Blocks holding this round's bytes (the rest are empty, kept for the next rounds).
+    in_use: usize,
+    /// `(offset, block, start, end)` of each record.
+    records: Vec<(i64, u32, u32, u32)>,
+}
+
+/// A block of `Received` holds this much (a record larger than that gets a block of its own).
+const BLOCK_BYTES: usize = 4 << 20;
+
+impl Received {
+    fn push(&mut self, offset: i64, payload: &[u8]) {
+        let room = |b: &Vec<u8>| b.capacity() - b.len() >= payload.len();
+        if self.in_use == 0 || !room(&self.blocks[self.in_use - 1]) {
+            if self.in_use == self.blocks.len() {
+                self.blocks.push(Vec::new());
+            }
+            let block = &mut self.blocks[self.in_use];
+            if !room(block) {
+                *block = Vec::with_capacity(BLOCK_BYTES.max(payload.len()));
+            }
+            self.in_use += 1;
+        }
+        let b = self.in_use - 1;
+        let block = &mut self.blocks[b];
+        let start = block.len();
+        block.extend_from_slice(payload);
+        self.records.push((offset, b as u32, start as u32, block.len() as u32));
+    }
+
+    fn records(&self) -> impl Iterator<Item = (i64, &[u8])> {
+        self.records
+            .iter()
+            .map(|&(offset, b, start, end)| (offset, &self.blocks[b as usize][start as usize..end as usize]))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Empties it for the next round, keeping the blocks.
+    fn clear(&mut self) {
+        self.records.clear();
+        for block in &mut self.blocks[..self.in_use] {
+            block.clear();
+        }
+        self.in_use = 0;
+    }
 }
 
 /// What applying one partition's records changed, for the caller to merge (metrics, `as_of`,
 /// archive rows, dead letters) in partition order.
 #[derive(Default)]
 struct Applied {
-    raw: Vec<RawEventRow>,
+    raw: EncodedRows,
     /// `(offset, bytes, reason)` of each record that is not a valid event and was not
     /// dead-lettered by an earlier run.
     dead: Vec<(i64, Vec<u8>, String)>,
@@ -144,7 +198,7 @@ impl Pipeline {
             configs: cfg.metrics.clone(),
             partitions: BTreeMap::new(),
             as_of: HashMap::new(),
-            pending_raw: Vec::new(),
+            pending_raw: BTreeMap::new(),
             limits,
             progress_dirty: true,
             dead_letters,
@@ -203,8 +257,9 @@ impl Pipeline {
                 Change::Revoked(ps) => {
                     for p in &ps {
                         self.core.partitions.remove(p);
+                        self.core.received.remove(p);
                     }
-                    self.core.pending_raw.retain(|r| !ps.contains(&r.kafka_partition));
+                    self.core.pending_raw.retain(|p, _| !ps.contains(p));
                     tracing::info!(partitions = ?ps, owned = ?self.core.partitions.keys().collect::<Vec<_>>(), "partitions given up");
                 }
                 Change::Assigned(ps) => {
@@ -431,7 +486,10 @@ impl Pipeline {
         }
         let started = Instant::now();
         let core = &mut self.core;
-        let mut batch = Batch { raw: std::mem::take(&mut core.pending_raw), ..Batch::default() };
+        let mut batch = Batch::default();
+        for (_, raw) in std::mem::take(&mut core.pending_raw) {
+            batch.raw.append(raw);
+        }
         let (as_of, progress_dirty, topic) = (&core.as_of, core.progress_dirty, &self.cfg.kafka.topic);
         // Rows of a partition appear only once it has caught up with what was written before.
         let ready: Vec<(i32, &mut PartitionState)> =
@@ -444,7 +502,7 @@ impl Pipeline {
             let (pu, v) = (p as u32, st.version);
             st.version += 1;
             let mut part = Batch::from_output(out, pu, v);
-            part.progress.push(ProgressRow {
+            part.progress.push(&ProgressRow {
                 topic: topic.clone(),
                 partition: pu,
                 next_offset: st.next_offset,
@@ -511,31 +569,38 @@ impl Pipeline {
             let _ = h.await;
         }
         let interval = Duration::from_secs(self.cfg.checkpoint.interval_secs);
-        let due: Vec<i32> = self
+        let (topic, taken_at_ms) = (&self.cfg.kafka.topic, chrono::Utc::now().timestamp_millis());
+        let due: Vec<(i32, &mut PartitionState)> = self
             .core
             .partitions
-            .iter()
+            .iter_mut()
             // Only a state whose every consumed record is written matches what ClickHouse holds.
             .filter(|(_, st)| st.next_offset <= st.archived_until)
+            // A partition that consumed nothing since its last checkpoint has that one still.
+            .filter(|(_, st)| st.next_offset != st.checkpointed_offset)
             .filter(|(_, st)| stopping || st.last_checkpoint.elapsed() >= interval)
-            .map(|(p, _)| *p)
+            .map(|(&p, st)| (p, st))
             .collect();
-        let mut jobs = Vec::new();
-        for p in due {
-            let st = self.core.partitions.get_mut(&p).expect("listed");
-            st.last_checkpoint = Instant::now();
-            let meta = CheckpointMeta {
-                topic: self.cfg.kafka.topic.clone(),
-                partition: p,
-                next_offset: st.next_offset,
-                version: st.version - 1,
-                taken_at_ms: chrono::Utc::now().timestamp_millis(),
-            };
-            let started = Instant::now();
-            let bytes = tokio::task::block_in_place(|| st.engine.snapshot());
-            self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
-            jobs.push((meta, bytes));
+        if due.is_empty() {
+            return;
         }
+        let started = Instant::now();
+        // Partitions are snapshotted on several threads, as they are flushed.
+        let jobs = tokio::task::block_in_place(|| {
+            crate::parallel::map_on_threads(due, self.core.threads, |(p, st)| {
+                st.last_checkpoint = Instant::now();
+                st.checkpointed_offset = st.next_offset;
+                let meta = CheckpointMeta {
+                    topic: topic.clone(),
+                    partition: p,
+                    next_offset: st.next_offset,
+                    version: st.version - 1,
+                    taken_at_ms,
+                };
+                (meta, st.engine.snapshot())
+            })
+        });
+        self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
         if jobs.is_empty() {
             return;
         }
@@ -619,28 +684,31 @@ impl Core {
         let Some(st) = self.partitions.get_mut(&partition) else { return };
         st.next_offset = offset + 1;
         st.high_watermark = st.high_watermark.max(offset + 1);
-        let payload = payload.unwrap_or_default().to_vec();
-        self.received.entry(partition).or_default().push(Received { offset, payload });
+        self.received.entry(partition).or_default().push(offset, payload.unwrap_or_default());
     }
 
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
     /// changed. Runs before anything else looks at the engines (a rebalance, a flush).
     fn apply_received(&mut self) {
-        if self.received.is_empty() {
+        if self.received.values().all(Received::is_empty) {
             return;
         }
         let started = Instant::now();
+        // Partitions no longer held leave their records (and blocks) behind here.
         let mut received = std::mem::take(&mut self.received);
         let (configs, limits) = (&self.configs, &self.limits);
-        let work: Vec<(i32, &mut PartitionState, Vec<Received>)> = self
+        let work: Vec<(i32, &mut PartitionState, Received)> = self
             .partitions
             .iter_mut()
             .filter_map(|(&p, st)| received.remove(&p).map(|records| (p, st, records)))
             .collect();
-        let applied = crate::parallel::map_on_threads(work, self.threads, |(p, st, records)| {
-            (p, apply_records(p, st, records, configs, limits))
+        let applied = crate::parallel::map_on_threads(work, self.threads, |(p, st, mut records)| {
+            let a = apply_records(p, st, &records, configs, limits);
+            records.clear();
+            (p, a, records)
         });
-        for (p, a) in applied {
+        for (p, a, records) in applied {
+            self.received.insert(p, records);
             for label in a.invalid {
                 self.metrics.invalid_records.with_label_values(&[label]).inc();
             }
@@ -650,7 +718,7 @@ impl Core {
                 let e = self.as_of.entry(community).or_insert(ts);
                 *e = (*e).max(ts);
             }
-            self.pending_raw.extend(a.raw);
+            self.pending_raw.entry(p).or_default().append(a.raw);
             for (offset, payload, reason) in a.dead {
                 self.dead_letter(p, offset, &payload, &reason);
             }
@@ -663,20 +731,20 @@ impl Core {
 fn apply_records(
     partition: i32,
     st: &mut PartitionState,
-    records: Vec<Received>,
+    records: &Received,
     configs: &engine::Configs,
     limits: &Limits,
 ) -> Applied {
     let mut a = Applied::default();
-    for Received { offset, payload } in records {
-        let parsed = match parse_event_view(&payload, None, limits) {
+    for (offset, payload) in records.records() {
+        let parsed = match parse_event_view(payload, None, limits) {
             Ok(parsed) => parsed,
             Err(e) => {
                 a.invalid.push(e.reason_label());
                 tracing::warn!(partition, offset, error = %e, "record on the topic is not a valid event; dead-lettered");
                 // Records before the previous run's progress were dead-lettered by that run.
                 if offset >= st.archived_until {
-                    a.dead.push((offset, payload.clone(), e.to_string()));
+                    a.dead.push((offset, payload.to_vec(), e.to_string()));
                 }
                 continue;
             }
@@ -694,7 +762,7 @@ fn apply_records(
             }
         }
         if offset >= st.archived_until {
-            a.raw.push(RawEventRow::new(&ev, configs.get(ev.community_id), partition, offset));
+            a.raw.push(&RawEventRow::new(&ev, configs.get(ev.community_id), partition, offset));
         }
     }
     a
@@ -811,6 +879,7 @@ async fn open_partition(
         archived_until,
         high_watermark: high,
         last_checkpoint: Instant::now(),
+        checkpointed_offset: if from_checkpoint { next_offset } else { -1 },
     };
     Ok((st, offset))
 }
@@ -904,4 +973,38 @@ async fn wait_for_partitions(consumer: &GroupConsumer, topic: &str) -> Result<Ve
         delay = (delay * 2).min(Duration::from_secs(5));
     }
     Err(ProcessorError::NoTopic(topic.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(r: &Received) -> Vec<(i64, Vec<u8>)> {
+        r.records().map(|(o, p)| (o, p.to_vec())).collect()
+    }
+
+    #[test]
+    fn received_records_come_back_in_order_across_blocks_and_rounds() {
+        let mut r = Received::default();
+        for round in 0..3u8 {
+            let mut want = Vec::new();
+            for i in 0..5_000i64 {
+                // Mostly small records, some as large as a block or larger, one empty.
+                let len = match i % 1_000 {
+                    7 => BLOCK_BYTES + 3,
+                    8 => BLOCK_BYTES - 1,
+                    9 => 0,
+                    _ => 200 + (i as usize % 700),
+                };
+                let payload = vec![(i as u8) ^ round; len];
+                r.push(i, &payload);
+                want.push((i, payload));
+            }
+            assert_eq!(records(&r), want, "round {round}");
+            let blocks = r.blocks.len();
+            r.clear();
+            assert!(r.is_empty() && r.records().next().is_none());
+            assert_eq!(r.blocks.len(), blocks, "blocks are kept for the next round");
+        }
+    }
 }

@@ -19,16 +19,18 @@ pub fn date(days: u16) -> chrono::NaiveDate {
     engine::period::day_to_date(days as i32)
 }
 
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
-pub struct RawEventRow {
-    pub community_id: String,
-    pub event_id: String,
+/// An archive row, borrowing the decoded record's strings: it is encoded as soon as it is made
+/// (on the thread that applied the record), so nothing here is allocated per event but `props`.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct RawEventRow<'a> {
+    pub community_id: &'a str,
+    pub event_id: &'a str,
     #[serde(rename = "type")]
-    pub event_type: Name,
-    pub group_id: String,
-    pub member_id: String,
+    pub event_type: &'static str,
+    pub group_id: &'a str,
+    pub member_id: &'a str,
     pub ts_ms: i64,
-    pub platform: String,
+    pub platform: &'a str,
     pub is_bot: u8,
     pub props: String,
     pub kafka_partition: i32,
@@ -38,16 +40,16 @@ pub struct RawEventRow {
     pub participation: u8,
 }
 
-impl RawEventRow {
-    pub fn new(e: &schemas::EventView<'_>, config: &engine::CommunityConfig, partition: i32, offset: i64) -> Self {
+impl<'a> RawEventRow<'a> {
+    pub fn new(e: &schemas::EventView<'a>, config: &engine::CommunityConfig, partition: i32, offset: i64) -> Self {
         RawEventRow {
-            community_id: e.community_id.to_owned(),
-            event_id: e.event_id.to_owned(),
-            event_type: Cow::Borrowed(e.event_type.as_str()),
-            group_id: e.group_id.to_owned(),
-            member_id: e.member_id.to_owned(),
+            community_id: e.community_id,
+            event_id: e.event_id,
+            event_type: e.event_type.as_str(),
+            group_id: e.group_id,
+            member_id: e.member_id,
             ts_ms: e.ts_ms,
-            platform: e.platform.unwrap_or_default().to_owned(),
+            platform: e.platform.unwrap_or_default(),
             is_bot: e.is_bot as u8,
             props: e.props.to_archive_json(),
             kafka_partition: partition,

@@ -3,41 +3,51 @@
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
+use crate::rowbinary::EncodedRows;
 use crate::rows::*;
 use clickhouse::{Client, Row};
 use schemas::queries;
 use serde::Deserialize;
 use std::time::Instant;
 
-/// Everything one flush writes. Progress goes last, in its own insert, after the rest succeeded.
+/// Everything one flush writes, encoded (see `rowbinary`). Progress goes last, in its own insert,
+/// after the rest succeeded.
 #[derive(Default)]
 pub struct Batch {
-    pub raw: Vec<RawEventRow>,
-    pub cohorts: Vec<CohortSizeRow>,
-    pub retention: Vec<RetentionRow>,
-    pub members: Vec<MemberFactRow>,
-    pub engagement: Vec<EngagementDayRow>,
-    pub lifecycle: Vec<LifecyclePeriodRow>,
-    pub churn: Vec<ChurnPeriodRow>,
-    pub stats: Vec<CommunityStatRow>,
-    pub progress: Vec<ProgressRow>,
+    pub raw: EncodedRows,
+    pub cohorts: EncodedRows,
+    pub retention: EncodedRows,
+    pub members: EncodedRows,
+    pub engagement: EncodedRows,
+    pub lifecycle: EncodedRows,
+    pub churn: EncodedRows,
+    pub stats: EncodedRows,
+    pub progress: EncodedRows,
+}
+
+/// Encodes each of `rows` as the table's row type.
+fn encode<E, R: serde::Serialize>(rows: Vec<E>, row: impl Fn(E) -> R) -> EncodedRows {
+    let mut out = EncodedRows::default();
+    for r in rows {
+        out.push(&row(r));
+    }
+    out
 }
 
 impl Batch {
-    /// The derived rows of one partition's flush. The engine's rows are moved in, strings and
-    /// all: a replay's round writes about a million rows, and cloning them doubled the
-    /// allocations of the flush.
+    /// The derived rows of one partition's flush, encoded on the thread that flushed its engine.
+    /// The engine's rows are moved in, strings and all.
     pub fn from_output(out: engine::Output, partition: u32, version: u64) -> Batch {
         // Destructured, so that a table added to `Output` cannot be forgotten here.
         let engine::Output { cohorts, retention, members, engagement, lifecycle, churn, stats } = out;
         Batch {
-            cohorts: cohorts.into_iter().map(|r| CohortSizeRow::new(r, partition, version)).collect(),
-            retention: retention.into_iter().map(|r| RetentionRow::new(r, partition, version)).collect(),
-            members: members.into_iter().map(|r| MemberFactRow::new(r, partition, version)).collect(),
-            engagement: engagement.into_iter().map(|r| EngagementDayRow::new(r, partition, version)).collect(),
-            lifecycle: lifecycle.into_iter().map(|r| LifecyclePeriodRow::new(r, partition, version)).collect(),
-            churn: churn.into_iter().map(|r| ChurnPeriodRow::new(r, partition, version)).collect(),
-            stats: stats.into_iter().map(|r| CommunityStatRow::new(r, partition, version)).collect(),
+            cohorts: encode(cohorts, |r| CohortSizeRow::new(r, partition, version)),
+            retention: encode(retention, |r| RetentionRow::new(r, partition, version)),
+            members: encode(members, |r| MemberFactRow::new(r, partition, version)),
+            engagement: encode(engagement, |r| EngagementDayRow::new(r, partition, version)),
+            lifecycle: encode(lifecycle, |r| LifecyclePeriodRow::new(r, partition, version)),
+            churn: encode(churn, |r| ChurnPeriodRow::new(r, partition, version)),
+            stats: encode(stats, |r| CommunityStatRow::new(r, partition, version)),
             ..Batch::default()
         }
     }
@@ -46,15 +56,15 @@ impl Batch {
     pub fn append(&mut self, other: Batch) {
         // Destructured, so that a table added to `Batch` cannot be forgotten here.
         let Batch { raw, cohorts, retention, members, engagement, lifecycle, churn, stats, progress } = other;
-        self.raw.extend(raw);
-        self.cohorts.extend(cohorts);
-        self.retention.extend(retention);
-        self.members.extend(members);
-        self.engagement.extend(engagement);
-        self.lifecycle.extend(lifecycle);
-        self.churn.extend(churn);
-        self.stats.extend(stats);
-        self.progress.extend(progress);
+        self.raw.append(raw);
+        self.cohorts.append(cohorts);
+        self.retention.append(retention);
+        self.members.append(members);
+        self.engagement.append(engagement);
+        self.lifecycle.append(lifecycle);
+        self.churn.append(churn);
+        self.stats.append(stats);
+        self.progress.append(progress);
     }
 
     pub fn rows(&self) -> usize {
@@ -68,6 +78,9 @@ impl Batch {
             + self.stats.len()
     }
 }
+
+/// A table's rows are inserted in pieces of at least this size (see `Store::insert`).
+const INSERT_PIECE_BYTES: usize = 32 << 20;
 
 pub struct Store {
     client: Client,
@@ -83,36 +96,61 @@ impl Store {
         &self.client
     }
 
-    async fn insert<T: clickhouse::RowOwned + clickhouse::RowWrite>(
+    /// One table's rows, inserted by tasks of their own: the `clickhouse` crate compresses a
+    /// body where it is sent, so the flush's inserts compress on the runtime's threads rather
+    /// than all on the flush's. Rows beyond `INSERT_PIECE_BYTES` are split over several inserts:
+    /// ClickHouse handles an insert on one thread, and a replay's round archives a million rows.
+    fn insert(
         &self,
-        table: &str,
-        rows: &[T],
-    ) -> Result<(), ProcessorError> {
-        if rows.is_empty() {
-            return Ok(());
+        table: &'static str,
+        rows: &EncodedRows,
+    ) -> Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>> {
+        let sql = rows.insert_sql(table);
+        rows.pieces(INSERT_PIECE_BYTES)
+            .into_iter()
+            .map(|(chunks, n)| {
+                let (client, metrics, sql) = (self.client.clone(), self.metrics.clone(), sql.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let bytes: usize = chunks.iter().map(|c| c.len()).sum();
+                    let mut insert = client.insert_formatted_with(sql);
+                    for chunk in chunks {
+                        insert.send(chunk).await?;
+                    }
+                    insert.end().await?;
+                    let elapsed = started.elapsed();
+                    tracing::debug!(table, rows = n, bytes, elapsed_ms = elapsed.as_millis() as u64, "inserted");
+                    metrics.clickhouse_insert_seconds.with_label_values(&[table]).observe(elapsed.as_secs_f64());
+                    metrics.rows_written.with_label_values(&[table]).inc_by(n as u64);
+                    Ok(())
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for every task, also after one failed: none may still be running when the caller
+    /// retries or gives the partitions up. The first error is returned; a task that panicked
+    /// re-raises its panic here.
+    async fn finished(tasks: Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>>) -> Result<(), ProcessorError> {
+        let mut result = Ok(());
+        for task in tasks {
+            let done = task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            result = result.and(done);
         }
-        let started = Instant::now();
-        let mut insert = self.client.insert::<T>(table).await?;
-        for r in rows {
-            insert.write(r).await?;
-        }
-        insert.end().await?;
-        self.metrics.clickhouse_insert_seconds.with_label_values(&[table]).observe(started.elapsed().as_secs_f64());
-        self.metrics.rows_written.with_label_values(&[table]).inc_by(rows.len() as u64);
-        Ok(())
+        result
     }
 
     /// Writes derived rows and the raw archive, then the progress rows. A failure anywhere leaves
     /// progress where it was, so the same rows are written again on retry or restart.
     ///
-    /// Seven tables are written concurrently (one HTTP request each): a flush then waits for the
-    /// slowest insert rather than for the sum of them. Rows are absolute values with a version,
+    /// Seven tables are written concurrently (an HTTP request each, several for a large one): a
+    /// flush then waits for the slowest insert rather than for the sum of them. Rows are absolute values with a version,
     /// so the order among them does not matter. `community_stats` comes after them: it is what
     /// `/freshness` reports as counted, so it must not show events whose rows are still in
     /// flight. Progress comes last.
     #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]
     pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
-        tokio::try_join!(
+        let first = [
             self.insert("events_raw", &batch.raw),
             self.insert("cohorts", &batch.cohorts),
             self.insert("retention", &batch.retention),
@@ -120,9 +158,10 @@ impl Store {
             self.insert("engagement", &batch.engagement),
             self.insert("lifecycle", &batch.lifecycle),
             self.insert("churn", &batch.churn),
-        )?;
-        self.insert("community_stats", &batch.stats).await?;
-        self.insert("processor_progress", &batch.progress).await?;
+        ];
+        Self::finished(first.into_iter().flatten().collect()).await?;
+        Self::finished(self.insert("community_stats", &batch.stats)).await?;
+        Self::finished(self.insert("processor_progress", &batch.progress)).await?;
         Ok(())
     }
 

@@ -87,11 +87,11 @@ fn full_batch() -> Batch {
     let mut batch = Batch::default();
     for (offset, e) in events.iter().enumerate() {
         engine.apply(e);
-        batch.raw.push(RawEventRow::new(&e.view(), configs.get("c"), 0, offset as i64));
+        batch.raw.push(&RawEventRow::new(&e.view(), configs.get("c"), 0, offset as i64));
     }
     let out = engine.flush(&|_| None);
     batch.append(Batch::from_output(out, 0, 1));
-    batch.progress.push(ProgressRow {
+    batch.progress.push(&ProgressRow {
         topic: "events".into(),
         partition: 0,
         next_offset: events.len() as i64,
