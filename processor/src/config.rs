@@ -72,6 +72,9 @@ pub struct FlushConfig {
     /// so fewer, larger writes are better (each flush recomputes the members it touched). A
     /// replay's last round ends as soon as every partition is read, whatever this is.
     pub replay_interval_ms: u64,
+    /// A round's records are decoded and applied this many at a time as they arrive (the
+    /// consumer keeps fetching meanwhile), so that at most this many are held undecoded.
+    pub apply_slice_records: usize,
     /// First retry delay after a failed write; doubles up to `max_backoff_ms`.
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -83,6 +86,7 @@ impl Default for FlushConfig {
             max_records: 100_000,
             interval_ms: 500,
             replay_interval_ms: 5_000,
+            apply_slice_records: 100_000,
             backoff_ms: 200,
             max_backoff_ms: 10_000,
         }
@@ -140,6 +144,9 @@ impl ProcessorConfig {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
         if self.flush.max_records == 0 {
             return Err("flush.max_records: must be at least 1".into());
+        }
+        if self.flush.apply_slice_records == 0 {
+            return Err("flush.apply_slice_records: must be at least 1".into());
         }
         if !schemas::validate::valid_community_id(&self.clickhouse.database) {
             return Err("clickhouse.database: must match ^[A-Za-z0-9_.-]{1,64}$".into());

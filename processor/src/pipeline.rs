@@ -75,6 +75,8 @@ struct Core {
     pending_dead_letters: Vec<DeliveryFuture>,
     /// Records of the current round, per partition in offset order, until `apply_received`.
     received: BTreeMap<i32, Received>,
+    /// Records in `received`.
+    unapplied: usize,
     threads: usize,
 }
 
@@ -205,6 +207,7 @@ impl Pipeline {
             dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
             pending_dead_letters: Vec::new(),
             received: BTreeMap::new(),
+            unapplied: 0,
             threads: crate::parallel::threads(cfg.engine_threads),
         };
         Ok(Pipeline {
@@ -368,6 +371,7 @@ impl Pipeline {
             let deadline = tokio::time::sleep(interval);
             tokio::pin!(deadline);
             let round_started = Instant::now();
+            let mut applying = Duration::ZERO;
             let mut consumed = 0usize;
             let mut stop = false;
             while consumed < self.cfg.flush.max_records {
@@ -385,6 +389,9 @@ impl Pipeline {
                                     Some(Ok(m)) => {
                                         self.core.receive(m.partition(), m.offset(), m.payload());
                                         consumed += 1;
+                                        if self.core.unapplied >= self.cfg.flush.apply_slice_records {
+                                            break;
+                                        }
                                     }
                                     Some(Err(e)) => {
                                         tracing::warn!(error = %e, "kafka consume error");
@@ -392,6 +399,13 @@ impl Pipeline {
                                     }
                                     None => break,
                                 }
+                            }
+                            // A long round is applied a slice at a time as it comes: the consumer
+                            // keeps fetching meanwhile, and the records held stay a slice's worth.
+                            if self.core.unapplied >= self.cfg.flush.apply_slice_records {
+                                let started = Instant::now();
+                                self.core.apply_received();
+                                applying += started.elapsed();
                             }
                             // A replay's last round ends when every partition is read up to its
                             // target, not at the round's deadline.
@@ -408,7 +422,7 @@ impl Pipeline {
             }
             self.last_poll = Instant::now();
             if replaying {
-                consuming += round_started.elapsed();
+                consuming += round_started.elapsed().saturating_sub(applying);
             }
             self.core.apply_received();
             self.core.metrics.records_consumed.inc_by(consumed as u64);
@@ -685,6 +699,7 @@ impl Core {
         st.next_offset = offset + 1;
         st.high_watermark = st.high_watermark.max(offset + 1);
         self.received.entry(partition).or_default().push(offset, payload.unwrap_or_default());
+        self.unapplied += 1;
     }
 
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
@@ -694,6 +709,7 @@ impl Core {
             return;
         }
         let started = Instant::now();
+        self.unapplied = 0;
         // Partitions no longer held leave their records (and blocks) behind here.
         let mut received = std::mem::take(&mut self.received);
         let (configs, limits) = (&self.configs, &self.limits);

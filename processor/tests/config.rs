@@ -42,3 +42,13 @@ fn an_unknown_field_is_refused_by_name() {
     let err = common::load_config::<ProcessorConfig>(Some(&path), "PROCESSOR_TEST_UNUSED_").unwrap_err().to_string();
     assert!(err.contains("interval_seconds"), "{err}");
 }
+
+#[test]
+fn empty_rounds_and_slices_are_refused_by_name() {
+    let mut cfg = ProcessorConfig::default();
+    assert_eq!(cfg.flush.apply_slice_records, 100_000);
+    cfg.flush.apply_slice_records = 0;
+    assert_eq!(cfg.validate().unwrap_err(), "flush.apply_slice_records: must be at least 1");
+    cfg.flush.max_records = 0;
+    assert_eq!(cfg.validate().unwrap_err(), "flush.max_records: must be at least 1");
+}

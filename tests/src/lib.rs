@@ -19,6 +19,10 @@ pub const WRITE_KEY: &str = "e2e-write-key";
 pub const READ_KEY: &str = "e2e-read-key";
 pub const OTHER_READ_KEY: &str = "e2e-other-read-key";
 
+/// For load binaries: the processors' `flush.apply_slice_records` at its default, where test
+/// stacks apply rounds in small slices.
+pub const DEFAULT_APPLY_SLICE: (&str, &str) = ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", "100000");
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -321,6 +325,9 @@ impl Stack {
             ("PROCESSOR_FLUSH__INTERVAL_MS".to_string(), "300".to_string()),
             ("PROCESSOR_CHECKPOINT__DIR".to_string(), dir.join("checkpoints").display().to_string()),
             ("PROCESSOR_CHECKPOINT__INTERVAL_SECS".to_string(), "1".to_string()),
+            // Rounds applied in slices of a few hundred records, so that the tests' small loads
+            // take the path a replay's million-record rounds take (load binaries set the default).
+            ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS".to_string(), "300".to_string()),
             // A processor SIGKILLed by a test holds its partitions until its session expires.
             ("PROCESSOR_KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];
