@@ -293,44 +293,30 @@ impl<'a, 'b> ser::Serializer for &'a mut Writer<'b> {
     }
 }
 
-impl ser::SerializeSeq for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Unsupported;
+/// Sequences, tuples and tuple structs: their elements one after the other (a sequence's
+/// length was written when it began).
+macro_rules! elements_in_order {
+    ($($trait:ident :: $method:ident),*) => {
+        $(impl ser::$trait for &mut Writer<'_> {
+            type Ok = ();
+            type Error = Unsupported;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
+            fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Unsupported> {
+                value.serialize(&mut **self)
+            }
 
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
-    }
+            fn end(self) -> Result<(), Unsupported> {
+                Ok(())
+            }
+        })*
+    };
 }
 
-impl ser::SerializeTuple for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Writer<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut **self)
-    }
-
-    fn end(self) -> Result<(), Unsupported> {
-        Ok(())
-    }
-}
+elements_in_order!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 impl ser::SerializeStruct for &mut Writer<'_> {
     type Ok = ();
