@@ -46,3 +46,9 @@ pub fn community_records(community_id: &str, seed: u64, members: usize) -> Vec<V
     };
     generator::generate(&spec).iter().map(|e| e.to_json_bytes()).collect()
 }
+
+/// The processors' `flush.apply_slice_records` at the processor's default, for load runs: test
+/// stacks apply rounds in small slices, so that small test loads take a replay's path.
+pub fn default_apply_slice() -> String {
+    processor::config::FlushConfig::default().apply_slice_records.to_string()
+}

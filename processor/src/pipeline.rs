@@ -123,10 +123,6 @@ impl Received {
             .map(|&(offset, b, start, end)| (offset, &self.blocks[b as usize][start as usize..end as usize]))
     }
 
-    fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Empties it for the next round, keeping the blocks.
     fn clear(&mut self) {
         self.records.clear();
@@ -615,9 +611,6 @@ impl Pipeline {
             })
         });
         self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
-        if jobs.is_empty() {
-            return;
-        }
         let metrics = self.core.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
             for (meta, bytes) in jobs {
@@ -705,7 +698,7 @@ impl Core {
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
     /// changed. Runs before anything else looks at the engines (a rebalance, a flush).
     fn apply_received(&mut self) {
-        if self.received.values().all(Received::is_empty) {
+        if self.unapplied == 0 {
             return;
         }
         let started = Instant::now();
@@ -1019,7 +1012,7 @@ mod tests {
             assert_eq!(records(&r), want, "round {round}");
             let blocks = r.blocks.len();
             r.clear();
-            assert!(r.is_empty() && r.records().next().is_none());
+            assert!(r.records().next().is_none(), "emptied");
             assert_eq!(r.blocks.len(), blocks, "blocks are kept for the next round");
         }
     }

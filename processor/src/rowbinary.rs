@@ -17,9 +17,13 @@ use std::fmt;
 /// a send) vanish, small enough that compression works in cache.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// A table's first chunk starts this small and grows: most flushes of a running processor write a
+/// few rows a table. Once a chunk has filled, the next ones are allocated whole.
+const FIRST_CHUNK_BYTES: usize = 64 << 10;
+
 /// The rows of one table, encoded: column names (from the row type's fields, in order) and the
 /// bytes in chunks that each end on a row boundary.
-#[derive(Default, Clone)]
+#[derive(Default)]
 pub struct EncodedRows {
     columns: Vec<&'static str>,
     /// Cut chunks and the rows each holds.
@@ -36,9 +40,10 @@ impl EncodedRows {
     /// type.
     pub fn push<R: Serialize>(&mut self, row: &R) {
         if self.current.capacity() == 0 {
-            self.current.reserve(CHUNK_BYTES + CHUNK_BYTES / 8);
+            let filled_one = !self.chunks.is_empty();
+            self.current.reserve(if filled_one { CHUNK_BYTES + CHUNK_BYTES / 8 } else { FIRST_CHUNK_BYTES });
         }
-        let columns = (self.rows == 0 && self.chunks.is_empty()).then_some(&mut self.columns);
+        let columns = (self.rows == 0).then_some(&mut self.columns);
         let mut writer = Writer { buf: &mut self.current, columns, depth: 0 };
         row.serialize(&mut writer).expect("row types hold only integers, strings, options and sequences");
         self.rows += 1;

@@ -144,8 +144,8 @@ impl Store {
     /// progress where it was, so the same rows are written again on retry or restart.
     ///
     /// Seven tables are written concurrently (an HTTP request each, several for a large one): a
-    /// flush then waits for the slowest insert rather than for the sum of them. Rows are absolute values with a version,
-    /// so the order among them does not matter. `community_stats` comes after them: it is what
+    /// flush then waits for the slowest insert rather than for the sum of them. Rows are absolute
+    /// values with a version, so the order among them does not matter. `community_stats` comes after them: it is what
     /// `/freshness` reports as counted, so it must not show events whose rows are still in
     /// flight. Progress comes last.
     #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]

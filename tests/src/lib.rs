@@ -19,10 +19,6 @@ pub const WRITE_KEY: &str = "e2e-write-key";
 pub const READ_KEY: &str = "e2e-read-key";
 pub const OTHER_READ_KEY: &str = "e2e-other-read-key";
 
-/// For load binaries: the processors' `flush.apply_slice_records` at its default, where test
-/// stacks apply rounds in small slices.
-pub const DEFAULT_APPLY_SLICE: (&str, &str) = ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", "100000");
-
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -16,7 +16,7 @@
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Result};
-use e2e_tests::{Stack, DEFAULT_APPLY_SLICE, READ_KEY, WRITE_KEY};
+use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,11 @@ async fn main() -> Result<()> {
     let concurrency: usize = arg(&args, "--concurrency", "8").parse()?;
     let batches: Vec<usize> =
         arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
-    let stack = tokio::task::spawn_blocking(|| Stack::start_with("load", 4, &[DEFAULT_APPLY_SLICE])).await??;
+    let stack = tokio::task::spawn_blocking(|| {
+        let slice = benches::default_apply_slice();
+        Stack::start_with("load", 4, &[("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &slice)])
+    })
+    .await??;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     println!("| batch | events | concurrency | ingest events/s | last event sent → tables complete |");
     println!("|---|---|---|---|---|");

@@ -10,7 +10,7 @@
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Result};
-use e2e_tests::{Stack, DEFAULT_APPLY_SLICE, READ_KEY, WRITE_KEY};
+use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
 use std::time::{Duration, Instant};
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -101,7 +101,11 @@ async fn main() -> Result<()> {
     let members: usize = arg(&args, "--members", "20000").parse()?;
     let clients: usize = arg(&args, "--clients", "50").parse()?;
     let seconds: u64 = arg(&args, "--seconds", "20").parse()?;
-    let stack = tokio::task::spawn_blocking(|| Stack::start_with("load-query", 4, &[DEFAULT_APPLY_SLICE])).await??;
+    let stack = tokio::task::spawn_blocking(|| {
+        let slice = benches::default_apply_slice();
+        Stack::start_with("load-query", 4, &[("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &slice)])
+    })
+    .await??;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(clients).build()?;
     let community = "bench";
     let events = load(&client, &stack, community, members).await?;

@@ -14,7 +14,7 @@
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Context, Result};
-use e2e_tests::{load, wait_for, Stack, DEFAULT_APPLY_SLICE, READ_KEY, WRITE_KEY};
+use e2e_tests::{load, wait_for, Stack, READ_KEY, WRITE_KEY};
 use reqwest::blocking::Client;
 use std::io::Write;
 use std::time::{Duration, Instant, SystemTime};
@@ -34,8 +34,14 @@ fn main() -> Result<()> {
     let concurrency = arg(&args, "--concurrency", "4");
     // A checkpoint every 10 s (the default is 30 s) only shortens the wait for one covering
     // everything; what a restart reads does not depend on it here.
-    let mut stack =
-        Stack::start_with("restart", 4, &[("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10"), DEFAULT_APPLY_SLICE])?;
+    let mut stack = Stack::start_with(
+        "restart",
+        4,
+        &[
+            ("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10"),
+            ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &benches::default_apply_slice()),
+        ],
+    )?;
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
 
     let file = stack.dir.join("history.ndjson");
