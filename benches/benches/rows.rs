@@ -3,10 +3,14 @@
 //!
 //! The output is one flush of a generated community of 20,000 members (about 300,000 rows, a
 //! quarter of a million of them retention cells): what a replay's round writes per partition.
+//! The same community's archive rows, encoded in the order they were read, are the input of the
+//! sort every archive insert gets (`processor::pieces`).
 
 use benches::{community_records, Counting};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use engine::{Configs, Engine, Output};
+use processor::rowbinary::EncodedRows;
+use processor::rows::RawEventRow;
 use processor::store::Batch;
 use schemas::{parse_event_view, Limits};
 
@@ -34,5 +38,22 @@ fn rows(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, rows);
+fn archive_sort(c: &mut Criterion) {
+    let (limits, configs) = (Limits::default(), Configs::default());
+    let mut raw = EncodedRows::default();
+    for (offset, r) in community_records("bench", 0, 20_000).iter().enumerate() {
+        let parsed = parse_event_view(r, None, &limits).unwrap();
+        raw.push(&RawEventRow::new(&parsed.view(), configs.get("bench"), 0, offset as i64));
+    }
+    let piece = raw.pieces(usize::MAX).pop().expect("rows");
+    let mut group = c.benchmark_group("rows");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(piece.rows() as u64));
+    group.bench_function("archive rows of 20,000 members sorted by (community_id, event_id)", |b| {
+        b.iter_batched(|| piece.clone(), |p| p.sorted_by_first_two_strings().len(), BatchSize::LargeInput)
+    });
+    group.finish();
+}
+
+criterion_group!(benches, rows, archive_sort);
 criterion_main!(benches);

@@ -9,6 +9,7 @@ pub mod generations;
 pub mod metrics;
 pub mod migrate;
 pub mod parallel;
+pub mod pieces;
 pub mod pipeline;
 pub mod progress;
 pub mod rowbinary;

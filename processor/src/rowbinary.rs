@@ -9,13 +9,14 @@
 //! (`Client::insert_formatted_with`). The crate's own encoder is the reference the tests compare
 //! with, byte for byte (`processor/tests/rowbinary.rs`).
 
+use crate::pieces::{Chunk, Piece};
 use bytes::Bytes;
 use serde::ser::{self, Serialize};
 use std::fmt;
 
 /// A chunk is cut once it holds this much: large enough that per-chunk costs (a compressed block,
 /// a send) vanish, small enough that compression works in cache.
-const CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const CHUNK_BYTES: usize = 1 << 20;
 
 /// A table's first chunk starts this small and grows: most flushes of a running processor write a
 /// few rows a table. Once a chunk has filled, the next ones are allocated whole.
@@ -26,11 +27,10 @@ const FIRST_CHUNK_BYTES: usize = 64 << 10;
 #[derive(Default)]
 pub struct EncodedRows {
     columns: Vec<&'static str>,
-    /// Cut chunks and the rows each holds.
-    chunks: Vec<(Bytes, usize)>,
+    chunks: Vec<Chunk>,
     current: Vec<u8>,
-    /// Rows in `current`.
-    current_rows: usize,
+    /// Where each row in `current` ends.
+    current_ends: Vec<u32>,
     rows: usize,
 }
 
@@ -47,7 +47,7 @@ impl EncodedRows {
         let mut writer = Writer { buf: &mut self.current, columns, depth: 0 };
         row.serialize(&mut writer).expect("row types hold only integers, strings, options and sequences");
         self.rows += 1;
-        self.current_rows += 1;
+        self.current_ends.push(u32::try_from(self.current.len()).expect("a chunk is cut at 1 MiB"));
         if self.current.len() >= CHUNK_BYTES {
             self.cut();
         }
@@ -55,8 +55,8 @@ impl EncodedRows {
 
     fn cut(&mut self) {
         if !self.current.is_empty() {
-            self.chunks.push((Bytes::from(std::mem::take(&mut self.current)), self.current_rows));
-            self.current_rows = 0;
+            let ends = std::mem::take(&mut self.current_ends).into();
+            self.chunks.push(Chunk { bytes: Bytes::from(std::mem::take(&mut self.current)), ends });
         }
     }
 
@@ -84,30 +84,31 @@ impl EncodedRows {
         self.rows == 0
     }
 
-    /// The encoded bytes, in order, in chunks that end on row boundaries.
-    pub fn chunks(&self) -> impl Iterator<Item = Bytes> + '_ {
-        self.counted_chunks().map(|(bytes, _)| bytes)
+    /// The column names, in the order the rows carry them.
+    pub fn columns(&self) -> &[&'static str] {
+        &self.columns
     }
 
-    fn counted_chunks(&self) -> impl Iterator<Item = (Bytes, usize)> + '_ {
-        let current = (!self.current.is_empty()).then(|| (Bytes::copy_from_slice(&self.current), self.current_rows));
+    /// The encoded bytes, in order, in chunks that end on row boundaries.
+    pub fn chunks(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.all_chunks().map(|c| c.bytes)
+    }
+
+    fn all_chunks(&self) -> impl Iterator<Item = Chunk> + '_ {
+        let current = (!self.current.is_empty())
+            .then(|| Chunk { bytes: Bytes::copy_from_slice(&self.current), ends: self.current_ends.as_slice().into() });
         self.chunks.iter().cloned().chain(current)
     }
 
-    /// The rows in consecutive pieces of at least `min_bytes` each (the last may be smaller):
-    /// each piece's chunks and row count, for one insert each.
-    pub fn pieces(&self, min_bytes: usize) -> Vec<(Vec<Bytes>, usize)> {
-        let mut pieces: Vec<(Vec<Bytes>, usize)> = Vec::new();
-        let mut size = 0;
-        for (bytes, rows) in self.counted_chunks() {
-            if pieces.is_empty() || size >= min_bytes {
-                pieces.push((Vec::new(), 0));
-                size = 0;
+    /// The rows in consecutive pieces of at least `min_bytes` each (the last may be smaller), for
+    /// one insert each.
+    pub fn pieces(&self, min_bytes: usize) -> Vec<Piece> {
+        let mut pieces: Vec<Piece> = Vec::new();
+        for chunk in self.all_chunks() {
+            match pieces.last_mut() {
+                Some(piece) if piece.bytes() < min_bytes => piece.chunks.push(chunk),
+                _ => pieces.push(Piece { chunks: vec![chunk] }),
             }
-            let piece = pieces.last_mut().expect("pushed");
-            size += bytes.len();
-            piece.0.push(bytes);
-            piece.1 += rows;
         }
         pieces
     }
@@ -429,11 +430,9 @@ mod tests {
         let whole: Vec<u8> = rows.chunks().flat_map(|c| c.to_vec()).collect();
         for min_bytes in [0, 1, CHUNK_BYTES, 2 * CHUNK_BYTES, usize::MAX] {
             let pieces = rows.pieces(min_bytes);
-            assert_eq!(pieces.iter().map(|p| p.1).sum::<usize>(), 100_000, "{min_bytes}");
-            let joined: Vec<u8> = pieces.iter().flat_map(|p| p.0.iter().flat_map(|c| c.to_vec())).collect();
-            assert_eq!(joined, whole, "{min_bytes}");
-            for (chunks, _) in &pieces[..pieces.len() - 1] {
-                assert!(chunks.iter().map(|c| c.len()).sum::<usize>() >= min_bytes);
+            assert_eq!(pieces.iter().map(Piece::rows).sum::<usize>(), 100_000, "{min_bytes}");
+            for piece in &pieces[..pieces.len() - 1] {
+                assert!(piece.bytes() >= min_bytes);
             }
             if min_bytes <= 1 {
                 assert_eq!(pieces.len(), rows.chunks().count(), "a piece per chunk");
@@ -441,6 +440,8 @@ mod tests {
             if min_bytes == usize::MAX {
                 assert_eq!(pieces.len(), 1);
             }
+            let joined: Vec<u8> = pieces.into_iter().flat_map(|p| p.into_bytes()).flat_map(|c| c.to_vec()).collect();
+            assert_eq!(joined, whole, "{min_bytes}");
         }
         assert!(EncodedRows::default().pieces(1).is_empty());
     }

@@ -82,6 +82,11 @@ impl Batch {
 /// A table's rows are inserted in pieces of at least this size (see `Store::insert`).
 const INSERT_PIECE_BYTES: usize = 32 << 20;
 
+/// The archive's sorting key (`ORDER BY` in `schemas/clickhouse/0001_core.sql`), which its rows
+/// begin with: each piece is sent in this order, so that ClickHouse need not sort it (see
+/// `pieces`).
+pub const ARCHIVE_KEY: [&str; 2] = ["community_id", "event_id"];
+
 pub struct Store {
     client: Client,
     metrics: Metrics,
@@ -100,19 +105,30 @@ impl Store {
     /// body where it is sent, so the flush's inserts compress on the runtime's threads rather
     /// than all on the flush's. Rows beyond `INSERT_PIECE_BYTES` are split over several inserts:
     /// ClickHouse handles an insert on one thread, and a replay's round archives a million rows.
+    /// `sort_key`, the table's leading string columns, has each piece sorted first, on a
+    /// blocking thread.
     fn insert(
         &self,
         table: &'static str,
         rows: &EncodedRows,
+        sort_key: Option<[&str; 2]>,
     ) -> Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>> {
         let sql = rows.insert_sql(table);
+        let sort = sort_key.is_some_and(|key| rows.columns().starts_with(&key));
         rows.pieces(INSERT_PIECE_BYTES)
             .into_iter()
-            .map(|(chunks, n)| {
+            .map(|piece| {
                 let (client, metrics, sql) = (self.client.clone(), self.metrics.clone(), sql.clone());
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let bytes: usize = chunks.iter().map(|c| c.len()).sum();
+                    let (n, bytes) = (piece.rows(), piece.bytes());
+                    let chunks = if sort {
+                        tokio::task::spawn_blocking(move || piece.sorted_by_first_two_strings())
+                            .await
+                            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+                    } else {
+                        piece.into_bytes()
+                    };
                     let mut insert = client.insert_formatted_with(sql);
                     for chunk in chunks {
                         insert.send(chunk).await?;
@@ -151,17 +167,17 @@ impl Store {
     #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]
     pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
         let first = [
-            self.insert("events_raw", &batch.raw),
-            self.insert("cohorts", &batch.cohorts),
-            self.insert("retention", &batch.retention),
-            self.insert("member_facts", &batch.members),
-            self.insert("engagement", &batch.engagement),
-            self.insert("lifecycle", &batch.lifecycle),
-            self.insert("churn", &batch.churn),
+            self.insert("events_raw", &batch.raw, Some(ARCHIVE_KEY)),
+            self.insert("cohorts", &batch.cohorts, None),
+            self.insert("retention", &batch.retention, None),
+            self.insert("member_facts", &batch.members, None),
+            self.insert("engagement", &batch.engagement, None),
+            self.insert("lifecycle", &batch.lifecycle, None),
+            self.insert("churn", &batch.churn, None),
         ];
         Self::finished(first.into_iter().flatten().collect()).await?;
-        Self::finished(self.insert("community_stats", &batch.stats)).await?;
-        Self::finished(self.insert("processor_progress", &batch.progress)).await?;
+        Self::finished(self.insert("community_stats", &batch.stats, None)).await?;
+        Self::finished(self.insert("processor_progress", &batch.progress, None)).await?;
         Ok(())
     }
 

@@ -11,6 +11,7 @@ use common::{BodyCompression, ClickHouseConfig};
 use engine::{Configs, Engine};
 use processor::rowbinary::EncodedRows;
 use processor::rows::*;
+use processor::store::ARCHIVE_KEY;
 use schemas::{parse_event_value, Event, Limits};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -189,4 +190,21 @@ async fn rows_spread_over_many_chunks_arrive_as_one_body() {
     assert!(encoded.chunks().count() > 1, "the rows fill more than one chunk");
     let n = same_bytes!(client, requests, "events_raw", RawEventRow, raw);
     assert_eq!(n, 30_000);
+}
+
+/// The store sends each archive insert sorted by `ARCHIVE_KEY`, read from the rows' leading
+/// columns: those must be the table's key, in its order, and strings.
+#[test]
+fn archive_rows_begin_with_the_archive_tables_sorting_key() {
+    let configs = Configs::default();
+    let mut rows = EncodedRows::default();
+    rows.push(&RawEventRow::new(&events()[0].view(), configs.get("c"), 0, 0));
+    assert!(rows.columns().starts_with(&ARCHIVE_KEY), "{:?}", rows.columns());
+    let statements = schemas::ddl::MIGRATIONS[0].statements("db");
+    let table = statements.iter().find(|s| s.contains("db.events_raw (")).expect("the archive's DDL");
+    assert!(
+        table.trim_end_matches([';', '\n']).ends_with(&format!("ORDER BY ({})", ARCHIVE_KEY.join(", "))),
+        "{table}"
+    );
+    assert!(table.contains("community_id String,\n    event_id String,"), "both columns are strings");
 }
