@@ -9,9 +9,10 @@
 use benches::{community_records, Counting};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use engine::{Configs, Engine, Output};
+use processor::pieces::{KeyColumn, Piece};
 use processor::rowbinary::EncodedRows;
 use processor::rows::RawEventRow;
-use processor::store::Batch;
+use processor::store::{Batch, SORT_KEYS};
 use schemas::{parse_event_view, Limits};
 
 // mimalloc, as in the processor (through the counting wrapper the engine bench uses too).
@@ -34,6 +35,29 @@ fn rows(c: &mut Criterion) {
     group.throughput(Throughput::Elements(out.rows() as u64));
     group.bench_function("engine output to ClickHouse rows, one flush of 20,000 members", |b| {
         b.iter_batched(|| out.clone(), |o| Batch::from_output(o, 0, 1).rows(), BatchSize::LargeInput)
+    });
+    // As a flush's inserts send them: each table's rows in its key's order.
+    let batch = Batch::from_output(out.clone(), 0, 1);
+    let pieces: Vec<(Piece, Vec<KeyColumn>)> = [
+        (&batch.cohorts, "cohorts"),
+        (&batch.retention, "retention"),
+        (&batch.members, "member_facts"),
+        (&batch.engagement, "engagement"),
+        (&batch.lifecycle, "lifecycle"),
+        (&batch.churn, "churn"),
+    ]
+    .into_iter()
+    .map(|(rows, table)| {
+        let key = SORT_KEYS.iter().find(|(t, _)| *t == table).expect("a key").1;
+        (rows.pieces(usize::MAX).pop().expect("rows"), key.iter().map(|(_, c)| *c).collect())
+    })
+    .collect();
+    group.bench_function("one flush's derived rows sorted by their tables' keys", |b| {
+        b.iter_batched(
+            || pieces.clone(),
+            |ps| ps.into_iter().map(|(p, key)| p.sorted_by_key(&key).len()).sum::<usize>(),
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

@@ -56,7 +56,25 @@ impl Piece {
     /// order, as in ClickHouse's own (stable) sort. A piece already in order is returned as it
     /// is, without a copy; so is one whose rows do not begin with two strings.
     pub fn sorted_by_first_two_strings(self) -> Vec<Bytes> {
-        let Some(order) = self.order_by_first_two_strings() else { return self.into_bytes() };
+        match self.order_by_first_two_strings() {
+            Some(order) => self.reordered(order),
+            None => self.into_bytes(),
+        }
+    }
+
+    /// The rows ordered by the leading columns `key` describes, compared as ClickHouse compares
+    /// them (strings byte by byte, unsigned integers by value). Rows with equal keys keep their
+    /// order. A piece already in order is returned as it is; so is one whose rows do not parse
+    /// as `key` says, or whose key does not fit the 128 bits it is packed into (below).
+    pub fn sorted_by_key(self, key: &[KeyColumn]) -> Vec<Bytes> {
+        match self.order_by_key(key) {
+            Some(order) => self.reordered(order),
+            None => self.into_bytes(),
+        }
+    }
+
+    /// The rows in `order` (indexes), copied into one buffer cut into chunks on row boundaries.
+    fn reordered(&self, order: Vec<u32>) -> Vec<Bytes> {
         let rows: Vec<&[u8]> = self.chunks.iter().flat_map(Chunk::rows).collect();
         let mut out = Vec::with_capacity(self.bytes());
         let mut cuts = Vec::new();
@@ -92,46 +110,32 @@ impl Piece {
     /// string of that first one shares (an event id often starts with its community's name).
     /// Only entries equal in both compare the whole strings.
     fn order_by_first_two_strings(&self) -> Option<Vec<u32>> {
-        struct First<'a> {
-            value: &'a [u8],
-            /// A second string seen with it, and the length of the prefix all of them share.
-            sample: &'a [u8],
-            shared: usize,
-        }
         let n = self.rows();
-        let mut firsts: Vec<First> = Vec::new();
-        let mut index: HashMap<&[u8], u32, foldhash::fast::RandomState> = HashMap::default();
+        let mut firsts = Dictionary::default();
+        // Per first string (by id): a second string seen with it, and the length of the prefix
+        // every second string seen with it shares.
+        let mut shared: Vec<(&[u8], usize)> = Vec::new();
         let (mut of_row, mut seconds) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let mut last: Option<u32> = None;
         for row in self.chunks.iter().flat_map(Chunk::rows) {
             let [first, second] = leading_strings::<2>(row)?;
-            let id = match last {
-                Some(id) if firsts[id as usize].value == first => id,
-                _ => *index.entry(first).or_insert_with(|| {
-                    firsts.push(First { value: first, sample: second, shared: second.len() });
-                    (firsts.len() - 1) as u32
-                }),
-            };
-            let f = &mut firsts[id as usize];
-            f.shared = f.shared.min(shared_prefix(f.sample, second));
+            let id = firsts.id(first);
+            if id as usize == shared.len() {
+                shared.push((second, second.len()));
+            }
+            let (sample, len) = &mut shared[id as usize];
+            *len = (*len).min(shared_prefix(sample, second));
             of_row.push(id);
             seconds.push(second);
-            last = Some(id);
         }
-        let mut by_value: Vec<u32> = (0..firsts.len() as u32).collect();
-        by_value.sort_unstable_by_key(|&id| firsts[id as usize].value);
-        let mut rank = vec![0u32; firsts.len()];
-        for (r, id) in by_value.into_iter().enumerate() {
-            rank[id as usize] = r as u32;
-        }
-        let mut entries: Vec<(u32, u64, u32)> = of_row
+        let rank = firsts.ranks();
+        let mut entries: Vec<(u64, u64, u32)> = of_row
             .iter()
             .zip(&seconds)
             .enumerate()
-            .map(|(i, (&id, second))| (rank[id as usize], eight_bytes(&second[firsts[id as usize].shared..]), i as u32))
+            .map(|(i, (&id, second))| (rank[id as usize], eight_bytes(&second[shared[id as usize].1..]), i as u32))
             .collect();
         // Equal ranks and prefixes fall back to the whole strings, then to the rows' order.
-        let compare = |a: &(u32, u64, u32), b: &(u32, u64, u32)| {
+        let compare = |a: &(u64, u64, u32), b: &(u64, u64, u32)| {
             (a.0, a.1)
                 .cmp(&(b.0, b.1))
                 .then_with(|| seconds[a.2 as usize].cmp(seconds[b.2 as usize]))
@@ -142,6 +146,109 @@ impl Piece {
         }
         entries.sort_unstable_by(compare);
         Some(entries.into_iter().map(|e| e.2).collect())
+    }
+
+    /// The rows' indexes in the order of `key`; `None` when they are in order already, do not
+    /// parse, or need more than 128 bits.
+    ///
+    /// The derived tables' keys are low-cardinality strings (community, group, granularity,
+    /// mode; a member id at most) and small integers. Each string is replaced by its rank among
+    /// the piece's distinct values of that column, each column takes the bits its largest rank
+    /// or value needs, and the row's key is those packed into one `u128`, high bits first: a
+    /// sort of 16-byte numbers, compared without touching the rows.
+    fn order_by_key(&self, key: &[KeyColumn]) -> Option<Vec<u32>> {
+        let n = self.rows();
+        let mut dictionaries: Vec<Dictionary> = key.iter().map(|_| Dictionary::default()).collect();
+        // Per row, per column: the value, or the string's id in its column's dictionary.
+        let mut values: Vec<u64> = Vec::with_capacity(n * key.len());
+        for row in self.chunks.iter().flat_map(Chunk::rows) {
+            let mut rest = row;
+            for (column, dictionary) in key.iter().zip(&mut dictionaries) {
+                let (value, after) = match column {
+                    KeyColumn::String => {
+                        let (len, after) = varint(rest)?;
+                        (u64::from(dictionary.id(after.get(..len)?)), &after[len..])
+                    }
+                    KeyColumn::UInt16 => (u64::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?)), &rest[2..]),
+                    KeyColumn::UInt32 => (u64::from(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?)), &rest[4..]),
+                };
+                values.push(value);
+                rest = after;
+            }
+        }
+        let ranks: Vec<Vec<u64>> = dictionaries.iter().map(Dictionary::ranks).collect();
+        let mut widths = vec![0u32; key.len()];
+        for row in values.chunks_exact_mut(key.len()) {
+            for (j, value) in row.iter_mut().enumerate() {
+                if let KeyColumn::String = key[j] {
+                    *value = ranks[j][*value as usize];
+                }
+                widths[j] = widths[j].max(u64::BITS - value.leading_zeros());
+            }
+        }
+        if widths.iter().sum::<u32>() > u128::BITS {
+            return None;
+        }
+        let mut entries: Vec<(u128, u32)> = values
+            .chunks_exact(key.len())
+            .enumerate()
+            .map(|(i, row)| {
+                let packed = row.iter().zip(&widths).fold(0u128, |acc, (&v, &w)| (acc << w) | u128::from(v));
+                (packed, i as u32)
+            })
+            .collect();
+        if entries.is_sorted() {
+            return None;
+        }
+        // Equal keys keep the rows' order: the index is the tie-break.
+        entries.sort_unstable();
+        Some(entries.into_iter().map(|e| e.1).collect())
+    }
+}
+
+/// A sort key's column, as RowBinary encodes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyColumn {
+    String,
+    /// Also `Date` (days since 1970-01-01).
+    UInt16,
+    UInt32,
+}
+
+/// The distinct strings of one key column in a piece, numbered as first seen.
+#[derive(Default)]
+struct Dictionary<'a> {
+    ids: HashMap<&'a [u8], u32, foldhash::fast::RandomState>,
+    values: Vec<&'a [u8]>,
+    /// Consecutive rows mostly share a community, a group, a granularity.
+    last: Option<(&'a [u8], u32)>,
+}
+
+impl<'a> Dictionary<'a> {
+    fn id(&mut self, value: &'a [u8]) -> u32 {
+        if let Some((last, id)) = self.last {
+            if last == value {
+                return id;
+            }
+        }
+        let values = &mut self.values;
+        let id = *self.ids.entry(value).or_insert_with(|| {
+            values.push(value);
+            (values.len() - 1) as u32
+        });
+        self.last = Some((value, id));
+        id
+    }
+
+    /// Each id's rank in byte order.
+    fn ranks(&self) -> Vec<u64> {
+        let mut by_value: Vec<u32> = (0..self.values.len() as u32).collect();
+        by_value.sort_unstable_by_key(|&id| self.values[id as usize]);
+        let mut ranks = vec![0; self.values.len()];
+        for (rank, id) in by_value.into_iter().enumerate() {
+            ranks[id as usize] = rank as u64;
+        }
+        ranks
     }
 }
 
@@ -195,7 +302,7 @@ mod tests {
         props: String,
     }
 
-    fn encoded<'a>(rows: impl IntoIterator<Item = &'a Row>) -> EncodedRows {
+    fn encoded<'a, R: Serialize + 'a>(rows: impl IntoIterator<Item = &'a R>) -> EncodedRows {
         let mut out = EncodedRows::default();
         for r in rows {
             out.push(r);
@@ -294,6 +401,63 @@ mod tests {
         }
         let piece = rows.pieces(usize::MAX).pop().unwrap();
         assert_eq!(joined(&piece.sorted_by_first_two_strings()), vec![5, 1, 3]);
+    }
+
+    #[derive(Serialize, Clone)]
+    struct Derived {
+        community_id: String,
+        group_id: String,
+        cohort: u16,
+        offset: u32,
+        value: u64,
+    }
+
+    const DERIVED_KEY: [KeyColumn; 4] = [KeyColumn::String, KeyColumn::String, KeyColumn::UInt16, KeyColumn::UInt32];
+
+    fn derived_rows(n: u64) -> Vec<Derived> {
+        let groups = ["", "g1", "g10", "g2", "é"];
+        shuffled_rows(n)
+            .into_iter()
+            .map(|r| Derived {
+                community_id: r.community_id,
+                group_id: groups[(r.seq * 7 + r.props.len() as u64) as usize % groups.len()].to_owned(),
+                cohort: (r.props.len() as u16).wrapping_mul(331),
+                offset: (r.event_id.len() as u32) << (r.seq % 20),
+                value: r.seq,
+            })
+            .collect()
+    }
+
+    fn key_order(a: &Derived, b: &Derived) -> std::cmp::Ordering {
+        (&a.community_id, &a.group_id, a.cohort, a.offset).cmp(&(&b.community_id, &b.group_id, b.cohort, b.offset))
+    }
+
+    #[test]
+    fn sorts_a_piece_by_a_key_of_strings_and_integers_as_a_stable_sort() {
+        let rows = derived_rows(50_000);
+        let mut reference: Vec<&Derived> = rows.iter().collect();
+        reference.sort_by(|a, b| key_order(a, b));
+        let want: Vec<u8> = encoded(reference).chunks().flat_map(|c| c.to_vec()).collect();
+        let piece = encoded(&rows).pieces(usize::MAX).pop().unwrap();
+        assert_eq!(joined(&piece.sorted_by_key(&DERIVED_KEY)), want);
+    }
+
+    #[test]
+    fn a_piece_in_key_order_or_with_a_key_too_wide_is_sent_as_it_is() {
+        // Each column needs all of its 32 bits: four fit, five do not.
+        let mut wide: Vec<[u32; 5]> = (0..100u32).map(|i| [u32::MAX - i, 1 << 31, 1 << 31, 1 << 31, 1 << 31]).collect();
+        let piece = encoded(&wide).pieces(usize::MAX).pop().unwrap();
+        let before = joined(&piece.clone().into_bytes());
+        assert!(joined(&piece.clone().sorted_by_key(&[KeyColumn::UInt32; 5])) == before, "over 128 bits: as it is");
+        wide.reverse();
+        let want = joined(&encoded(&wide).pieces(usize::MAX).pop().unwrap().into_bytes());
+        assert!(joined(&piece.sorted_by_key(&[KeyColumn::UInt32; 4])) == want, "128 bits: sorted");
+        let mut rows = derived_rows(5_000);
+        rows.sort_by(key_order);
+        let piece = encoded(&rows).pieces(usize::MAX).pop().unwrap();
+        let before: Vec<*const u8> = piece.chunks.iter().map(|c| c.bytes.as_ptr()).collect();
+        let after: Vec<*const u8> = piece.sorted_by_key(&DERIVED_KEY).iter().map(|c| c.as_ptr()).collect();
+        assert_eq!(after, before, "the same chunks, not a copy");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
+use crate::pieces::KeyColumn::{self, String as Str, UInt16, UInt32};
+use crate::pieces::Piece;
 use crate::rowbinary::EncodedRows;
 use crate::rows::*;
 use clickhouse::{Client, Row};
@@ -87,6 +89,84 @@ const INSERT_PIECE_BYTES: usize = 32 << 20;
 /// `pieces`).
 pub const ARCHIVE_KEY: [&str; 2] = ["community_id", "event_id"];
 
+/// A derived table's sorting key as its rows lead with it: each piece is sent in this order too.
+pub type SortKey = &'static [(&'static str, KeyColumn)];
+
+/// The derived tables' keys (`ORDER BY` in `schemas/clickhouse/`). Retention's also holds
+/// `period`, which sits in the row before `partition`: it is `cohort + period_offset` in the
+/// cohort's granularity, so it does not change the order.
+pub const SORT_KEYS: [(&str, SortKey); 7] = [
+    (
+        "cohorts",
+        &[("community_id", Str), ("group_id", Str), ("granularity", Str), ("cohort", UInt16), ("partition", UInt32)],
+    ),
+    (
+        "retention",
+        &[
+            ("community_id", Str),
+            ("group_id", Str),
+            ("granularity", Str),
+            ("mode", Str),
+            ("cohort", UInt16),
+            ("period_offset", UInt32),
+            ("period", UInt16),
+            ("partition", UInt32),
+        ],
+    ),
+    ("member_facts", &[("community_id", Str), ("group_id", Str), ("member_id", Str)]),
+    ("engagement", &[("community_id", Str), ("group_id", Str), ("day", UInt16), ("partition", UInt32)]),
+    (
+        "lifecycle",
+        &[("community_id", Str), ("group_id", Str), ("granularity", Str), ("period", UInt16), ("partition", UInt32)],
+    ),
+    (
+        "churn",
+        &[("community_id", Str), ("group_id", Str), ("granularity", Str), ("period", UInt16), ("partition", UInt32)],
+    ),
+    ("community_stats", &[("community_id", Str), ("partition", UInt32)]),
+];
+
+/// The order a table's rows are sent in.
+#[derive(Clone, Copy)]
+enum Order {
+    AsPushed,
+    Archive,
+    Key(SortKey),
+}
+
+impl Order {
+    fn of(table: &str) -> Order {
+        if table == "events_raw" {
+            return Order::Archive;
+        }
+        SORT_KEYS.iter().find(|(t, _)| *t == table).map_or(Order::AsPushed, |(_, key)| Order::Key(key))
+    }
+
+    /// Rows that do not lead with the key (a row type changed without its key) go as they are.
+    fn checked(self, columns: &[&str]) -> Order {
+        let leads = match self {
+            Order::AsPushed => true,
+            Order::Archive => columns.starts_with(&ARCHIVE_KEY),
+            Order::Key(key) => {
+                key.len() <= columns.len() && key.iter().zip(columns).all(|((name, _), column)| name == column)
+            }
+        };
+        if leads {
+            self
+        } else {
+            Order::AsPushed
+        }
+    }
+
+    fn apply(self, piece: Piece) -> Vec<bytes::Bytes> {
+        match self {
+            Order::AsPushed => piece.into_bytes(),
+            Order::Archive => piece.sorted_by_first_two_strings(),
+            Order::Key(key) => piece.sorted_by_key(&key.iter().map(|(_, column)| *column).collect::<Vec<_>>()),
+        }
+    }
+}
+
 pub struct Store {
     client: Client,
     metrics: Metrics,
@@ -105,16 +185,14 @@ impl Store {
     /// body where it is sent, so the flush's inserts compress on the runtime's threads rather
     /// than all on the flush's. Rows beyond `INSERT_PIECE_BYTES` are split over several inserts:
     /// ClickHouse handles an insert on one thread, and a replay's round archives a million rows.
-    /// `sort_key`, the table's leading string columns, has each piece sorted first, on a
-    /// blocking thread.
+    /// A table with a sorting key has each piece sorted first, on a blocking thread.
     fn insert(
         &self,
         table: &'static str,
         rows: &EncodedRows,
-        sort_key: Option<[&str; 2]>,
     ) -> Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>> {
         let sql = rows.insert_sql(table);
-        let sort = sort_key.is_some_and(|key| rows.columns().starts_with(&key));
+        let order = Order::of(table).checked(rows.columns());
         rows.pieces(INSERT_PIECE_BYTES)
             .into_iter()
             .map(|piece| {
@@ -122,12 +200,11 @@ impl Store {
                 tokio::spawn(async move {
                     let started = Instant::now();
                     let (n, bytes) = (piece.rows(), piece.bytes());
-                    let chunks = if sort {
-                        tokio::task::spawn_blocking(move || piece.sorted_by_first_two_strings())
+                    let chunks = match order {
+                        Order::AsPushed => piece.into_bytes(),
+                        _ => tokio::task::spawn_blocking(move || order.apply(piece))
                             .await
-                            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-                    } else {
-                        piece.into_bytes()
+                            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
                     };
                     let mut insert = client.insert_formatted_with(sql);
                     for chunk in chunks {
@@ -167,17 +244,17 @@ impl Store {
     #[tracing::instrument(name = "clickhouse.write", skip_all, fields(rows = batch.rows()))]
     pub async fn write(&self, batch: &Batch) -> Result<(), ProcessorError> {
         let first = [
-            self.insert("events_raw", &batch.raw, Some(ARCHIVE_KEY)),
-            self.insert("cohorts", &batch.cohorts, None),
-            self.insert("retention", &batch.retention, None),
-            self.insert("member_facts", &batch.members, None),
-            self.insert("engagement", &batch.engagement, None),
-            self.insert("lifecycle", &batch.lifecycle, None),
-            self.insert("churn", &batch.churn, None),
+            self.insert("events_raw", &batch.raw),
+            self.insert("cohorts", &batch.cohorts),
+            self.insert("retention", &batch.retention),
+            self.insert("member_facts", &batch.members),
+            self.insert("engagement", &batch.engagement),
+            self.insert("lifecycle", &batch.lifecycle),
+            self.insert("churn", &batch.churn),
         ];
         Self::finished(first.into_iter().flatten().collect()).await?;
-        Self::finished(self.insert("community_stats", &batch.stats, None)).await?;
-        Self::finished(self.insert("processor_progress", &batch.progress, None)).await?;
+        Self::finished(self.insert("community_stats", &batch.stats)).await?;
+        Self::finished(self.insert("processor_progress", &batch.progress)).await?;
         Ok(())
     }
 

@@ -9,9 +9,10 @@ use axum::Router;
 use clickhouse::Client;
 use common::{BodyCompression, ClickHouseConfig};
 use engine::{Configs, Engine};
+use processor::pieces::KeyColumn;
 use processor::rowbinary::EncodedRows;
 use processor::rows::*;
-use processor::store::ARCHIVE_KEY;
+use processor::store::{Batch, ARCHIVE_KEY, SORT_KEYS};
 use schemas::{parse_event_value, Event, Limits};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -207,4 +208,47 @@ fn archive_rows_begin_with_the_archive_tables_sorting_key() {
         "{table}"
     );
     assert!(table.contains("community_id String,\n    event_id String,"), "both columns are strings");
+}
+
+/// The same for each derived table's `SORT_KEYS` entry: the row type leads with it, the DDL gives
+/// each of its columns the type it is read as, and its `ORDER BY` is the key (retention's `period`
+/// aside, which the key holds only because the row has it before `partition`).
+#[test]
+fn derived_rows_begin_with_their_tables_sorting_keys() {
+    let mut engine = Engine::new(Configs::default());
+    for e in &events() {
+        engine.apply(e);
+    }
+    let batch = Batch::from_output(engine.flush(&|_| None), 3, 7);
+    let ddl: Vec<String> = schemas::ddl::MIGRATIONS.iter().flat_map(|m| m.statements("db")).collect();
+    for (table, key) in SORT_KEYS {
+        let rows = match table {
+            "cohorts" => &batch.cohorts,
+            "retention" => &batch.retention,
+            "member_facts" => &batch.members,
+            "engagement" => &batch.engagement,
+            "lifecycle" => &batch.lifecycle,
+            "churn" => &batch.churn,
+            "community_stats" => &batch.stats,
+            other => panic!("no rows for {other}"),
+        };
+        assert!(!rows.is_empty(), "{table}: the community makes rows");
+        let names: Vec<&str> = key.iter().map(|(name, _)| *name).collect();
+        assert!(rows.columns().starts_with(&names), "{table}: {:?}", rows.columns());
+        let create = ddl.iter().find(|s| s.contains(&format!("db.{table} ("))).expect("the table's DDL");
+        for (name, column) in key {
+            let types: &[&str] = match column {
+                KeyColumn::String => &["String"],
+                KeyColumn::UInt16 => &["Date", "UInt16"],
+                KeyColumn::UInt32 => &["UInt32"],
+            };
+            assert!(
+                types.iter().any(|t| create.contains(&format!("\n    {name} {t},"))),
+                "{table}.{name} is not one of {types:?}"
+            );
+        }
+        let order_by = create.split("ORDER BY (").nth(1).and_then(|s| s.split(')').next()).expect("a key");
+        let want: Vec<&str> = names.iter().copied().filter(|n| !(table == "retention" && *n == "period")).collect();
+        assert_eq!(order_by.split(", ").collect::<Vec<_>>(), want, "{table}");
+    }
 }
