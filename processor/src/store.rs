@@ -126,6 +126,10 @@ pub const SORT_KEYS: [(&str, SortKey); 7] = [
     ("community_stats", &[("community_id", Str), ("partition", UInt32)]),
 ];
 
+/// A piece this small (a running processor's flush, mostly) is sorted on the insert's own task,
+/// in well under a millisecond, rather than handed to a blocking thread.
+const SORT_ON_TASK_BYTES: usize = 256 << 10;
+
 /// The order a table's rows are sent in.
 #[derive(Clone, Copy)]
 enum Order {
@@ -185,7 +189,7 @@ impl Store {
     /// body where it is sent, so the flush's inserts compress on the runtime's threads rather
     /// than all on the flush's. Rows beyond `INSERT_PIECE_BYTES` are split over several inserts:
     /// ClickHouse handles an insert on one thread, and a replay's round archives a million rows.
-    /// A table with a sorting key has each piece sorted first, on a blocking thread.
+    /// A table with a sorting key has each piece sorted first, a large one on a blocking thread.
     fn insert(
         &self,
         table: &'static str,
@@ -198,14 +202,15 @@ impl Store {
             .map(|piece| {
                 let (client, metrics, sql) = (self.client.clone(), self.metrics.clone(), sql.clone());
                 tokio::spawn(async move {
-                    let started = Instant::now();
                     let (n, bytes) = (piece.rows(), piece.bytes());
-                    let chunks = match order {
-                        Order::AsPushed => piece.into_bytes(),
-                        _ => tokio::task::spawn_blocking(move || order.apply(piece))
+                    let chunks = if bytes <= SORT_ON_TASK_BYTES {
+                        order.apply(piece)
+                    } else {
+                        tokio::task::spawn_blocking(move || order.apply(piece))
                             .await
-                            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())),
+                            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
                     };
+                    let started = Instant::now();
                     let mut insert = client.insert_formatted_with(sql);
                     for chunk in chunks {
                         insert.send(chunk).await?;

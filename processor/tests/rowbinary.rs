@@ -9,10 +9,11 @@ use axum::Router;
 use clickhouse::Client;
 use common::{BodyCompression, ClickHouseConfig};
 use engine::{Configs, Engine};
+use processor::metrics::Metrics;
 use processor::pieces::KeyColumn;
 use processor::rowbinary::EncodedRows;
 use processor::rows::*;
-use processor::store::{Batch, ARCHIVE_KEY, SORT_KEYS};
+use processor::store::{Batch, Store, ARCHIVE_KEY, SORT_KEYS};
 use schemas::{parse_event_value, Event, Limits};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -251,4 +252,72 @@ fn derived_rows_begin_with_their_tables_sorting_keys() {
         let want: Vec<&str> = names.iter().copied().filter(|n| !(table == "retention" && *n == "period")).collect();
         assert_eq!(order_by.split(", ").collect::<Vec<_>>(), want, "{table}");
     }
+}
+
+/// Each archive row's `(community_id, event_id)`, read from a body of `RawEventRow`s (its layout:
+/// five strings, `ts_ms`, `platform`, `is_bot`, `props`, `kafka_partition`, `kafka_offset`,
+/// `local_day`, `participation`).
+fn archive_keys(mut body: &[u8]) -> Vec<(String, String)> {
+    fn string(b: &mut &[u8]) -> String {
+        let (mut len, mut shift, mut i) = (0usize, 0, 0);
+        loop {
+            let byte = b[i];
+            len |= usize::from(byte & 0x7f) << shift;
+            i += 1;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let s = String::from_utf8(b[i..i + len].to_vec()).unwrap();
+        *b = &b[i + len..];
+        s
+    }
+    let mut keys = Vec::new();
+    while !body.is_empty() {
+        let key = (string(&mut body), string(&mut body));
+        for _ in 0..3 {
+            string(&mut body);
+        }
+        body = &body[8..];
+        string(&mut body);
+        body = &body[1..];
+        string(&mut body);
+        body = &body[4 + 8 + 2 + 1..];
+        keys.push(key);
+    }
+    keys
+}
+
+/// Through `Store::write`: an archive larger than one insert's piece goes as several inserts,
+/// each sorted by `ARCHIVE_KEY` on a blocking thread, together carrying every row once.
+#[tokio::test]
+async fn a_large_archive_is_written_in_pieces_each_in_key_order() {
+    let (client, requests) = stand_in().await;
+    let store = Store::new(client, Metrics::new().unwrap());
+    let configs = Configs::default();
+    let event = &events()[1];
+    let ids: Vec<String> =
+        (0..420_000u64).map(|i| format!("c-{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+    let mut batch = Batch::default();
+    for (offset, id) in ids.iter().enumerate() {
+        let mut view = event.view();
+        view.event_id = id;
+        batch.raw.push(&RawEventRow::new(&view, configs.get("c"), 0, offset as i64));
+    }
+    store.write(&batch).await.unwrap();
+    let requests = requests.lock().unwrap();
+    let bodies: Vec<&Vec<u8>> =
+        requests.iter().filter(|(sql, _)| sql.contains("events_raw")).map(|(_, body)| body).collect();
+    assert!(bodies.len() > 1, "{} insert(s)", bodies.len());
+    let mut seen = Vec::new();
+    for body in bodies {
+        let keys = archive_keys(body);
+        assert!(keys.len() > 10_000 && keys.is_sorted(), "a large piece, in key order");
+        seen.extend(keys.into_iter().map(|(_, event_id)| event_id));
+    }
+    let mut want = ids;
+    seen.sort();
+    want.sort();
+    assert!(seen == want, "every row once");
 }
