@@ -166,8 +166,8 @@ impl Piece {
             for (column, dictionary) in key.iter().zip(&mut dictionaries) {
                 let (value, after) = match column {
                     KeyColumn::String => {
-                        let (len, after) = varint(rest)?;
-                        (u64::from(dictionary.id(after.get(..len)?)), &after[len..])
+                        let (value, after) = string(rest)?;
+                        (u64::from(dictionary.id(value)), after)
                     }
                     KeyColumn::UInt16 => (u64::from(u16::from_le_bytes(rest.get(..2)?.try_into().ok()?)), &rest[2..]),
                     KeyColumn::UInt32 => (u64::from(u32::from_le_bytes(rest.get(..4)?.try_into().ok()?)), &rest[4..]),
@@ -270,11 +270,16 @@ fn eight_bytes(s: &[u8]) -> u64 {
 fn leading_strings<const K: usize>(mut row: &[u8]) -> Option<[&[u8]; K]> {
     let mut key: [&[u8]; K] = [&[]; K];
     for column in &mut key {
-        let (len, rest) = varint(row)?;
-        *column = rest.get(..len)?;
-        row = &rest[len..];
+        (*column, row) = string(row)?;
     }
     Some(key)
+}
+
+/// The RowBinary string at the start of `bytes` (a LEB128 length, then the bytes), and what
+/// follows it.
+fn string(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = varint(bytes)?;
+    Some((rest.get(..len)?, &rest[len..]))
 }
 
 fn varint(bytes: &[u8]) -> Option<(usize, &[u8])> {
