@@ -1,6 +1,7 @@
 //! The stream processor: consumes the event topic, feeds the pure engine (one per partition),
 //! writes changed rows to ClickHouse, and only then records Kafka progress.
 
+pub mod allocator;
 pub mod assignment;
 pub mod checkpoint;
 pub mod config;

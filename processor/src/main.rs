@@ -22,9 +22,15 @@ use std::time::Duration;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime starts its threads.
+    let purge_delay_ms = processor::allocator::keep_freed_memory();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(purge_delay_ms))
+}
+
+async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
     common::telemetry::init_tracing("processor");
+    tracing::debug!(purge_delay_ms, "allocator: memory freed is kept for reuse (-1) or returned after this delay");
     let args: Vec<String> = std::env::args().collect();
     let command = args.get(1).filter(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("run");
     let mut config: ProcessorConfig = load_config(config_path(&args, "PROCESSOR_").as_deref(), "PROCESSOR_")?;

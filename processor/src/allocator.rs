@@ -1,0 +1,56 @@
+//! The one allocator setting the processor changes. mimalloc hands memory that stayed free for a
+//! second back to the kernel (its "purge delay", 1,000 ms). The processor frees and allocates
+//! about the same memory again every round (records, encoded rows, sort copies), so each round
+//! paid for fresh pages: the kernel zeroes them, and on a virtual machine that gives freed memory
+//! back to its host (virtio-balloon free page reporting, as on this project's machines) first
+//! touching them again costs about twenty times the zeroing itself. Kept, the memory is reused.
+//! The price is that the process's resident memory stays at its peak, which is what a processor
+//! must be given anyway (docs/operations.md).
+
+use libmimalloc_sys::{mi_option_get, mi_option_set_default, mi_option_t};
+
+/// `mi_option_purge_delay` in mimalloc 2 and 3 (`include/mimalloc.h`); the crate does not export
+/// the option constants. The test below checks it is the option `MIMALLOC_PURGE_DELAY` sets.
+const PURGE_DELAY: mi_option_t = 15;
+
+/// mimalloc's environment variable for the same setting, which wins over this default.
+pub const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
+
+/// Makes mimalloc keep freed memory (purge delay -1) unless `MIMALLOC_PURGE_DELAY` is set. Call
+/// first thing in `main`, before other threads start. Returns the delay in effect, in ms.
+pub fn keep_freed_memory() -> i64 {
+    // SAFETY: mimalloc's option functions are plain C calls; they are not thread safe, hence
+    // "before other threads start". Reading the option first makes mimalloc read its environment,
+    // so that `set_default` leaves a value given there alone.
+    unsafe {
+        let _ = mi_option_get(PURGE_DELAY);
+        mi_option_set_default(PURGE_DELAY, -1);
+        mi_option_get(PURGE_DELAY) as i64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHILD: &str = "PROCESSOR_ALLOCATOR_TEST_CHILD";
+
+    /// Run again as a child process with the variable set, since mimalloc reads its environment once.
+    #[test]
+    fn freed_memory_is_kept_unless_the_environment_sets_a_delay() {
+        if let Ok(expected) = std::env::var(CHILD) {
+            assert_eq!(keep_freed_memory(), expected.parse::<i64>().unwrap());
+            return;
+        }
+        if std::env::var_os(PURGE_DELAY_ENV).is_none() {
+            assert_eq!(keep_freed_memory(), -1);
+        }
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "allocator::tests::freed_memory_is_kept_unless_the_environment_sets_a_delay"])
+            .env(PURGE_DELAY_ENV, "4321")
+            .env(CHILD, "4321")
+            .status()
+            .unwrap();
+        assert!(status.success(), "the child saw another purge delay than its environment's");
+    }
+}
