@@ -52,3 +52,8 @@ pub fn community_records(community_id: &str, seed: u64, members: usize) -> Vec<V
 pub fn default_apply_slice() -> String {
     processor::config::FlushConfig::default().apply_slice_records.to_string()
 }
+
+/// The processor's default round of a replay (`flush.replay_max_records`), as text.
+pub fn default_replay_round() -> String {
+    processor::config::FlushConfig::default().replay_max_records.to_string()
+}

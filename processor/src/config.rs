@@ -72,6 +72,11 @@ pub struct FlushConfig {
     /// so fewer, larger writes are better (each flush recomputes the members it touched). A
     /// replay's last round ends as soon as every partition is read, whatever this is.
     pub replay_interval_ms: u64,
+    /// `max_records` for `processor replay`. Each round rewrites the rows of every member it
+    /// touched, and a replay's rounds touch most members each, so a replay wants few rounds; its
+    /// memory grows with it (a round's archive rows, about 100 bytes a record, are held until its
+    /// write, next to the engines).
+    pub replay_max_records: usize,
     /// A round's records are decoded and applied this many at a time as they arrive (the
     /// consumer keeps fetching meanwhile), so that at most this many are held undecoded.
     pub apply_slice_records: usize,
@@ -86,6 +91,7 @@ impl Default for FlushConfig {
             max_records: 100_000,
             interval_ms: 500,
             replay_interval_ms: 5_000,
+            replay_max_records: 1_000_000,
             apply_slice_records: 100_000,
             backoff_ms: 200,
             max_backoff_ms: 10_000,
@@ -144,6 +150,9 @@ impl ProcessorConfig {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
         if self.flush.max_records == 0 {
             return Err("flush.max_records: must be at least 1".into());
+        }
+        if self.flush.replay_max_records == 0 {
+            return Err("flush.replay_max_records: must be at least 1".into());
         }
         if self.flush.apply_slice_records == 0 {
             return Err("flush.apply_slice_records: must be at least 1".into());

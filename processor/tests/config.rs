@@ -49,6 +49,8 @@ fn empty_rounds_and_slices_are_refused_by_name() {
     assert_eq!(cfg.flush.apply_slice_records, 100_000);
     cfg.flush.apply_slice_records = 0;
     assert_eq!(cfg.validate().unwrap_err(), "flush.apply_slice_records: must be at least 1");
+    cfg.flush.replay_max_records = 0;
+    assert_eq!(cfg.validate().unwrap_err(), "flush.replay_max_records: must be at least 1");
     cfg.flush.max_records = 0;
     assert_eq!(cfg.validate().unwrap_err(), "flush.max_records: must be at least 1");
 }

@@ -121,7 +121,10 @@ async fn main() -> Result<()> {
         .tool("processor")?
         .args(["replay", "--generation", "1"])
         .env("PROCESSOR_FLUSH__REPLAY_INTERVAL_MS", &flush_ms)
-        .env("PROCESSOR_FLUSH__MAX_RECORDS", arg(&args, "--replay-max-records", "1000000"))
+        .env(
+            "PROCESSOR_FLUSH__REPLAY_MAX_RECORDS",
+            arg(&args, "--replay-max-records", &benches::default_replay_round()),
+        )
         .output()?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = children_cpu_seconds() - cpu_before;
