@@ -146,6 +146,13 @@ impl ProcessorConfig {
         self
     }
 
+    /// The configuration of `processor replay`: its rounds are `flush.replay_max_records` long,
+    /// and so is what the consumer fetches ahead (`queued.min.messages` follows the round).
+    pub fn for_replay(mut self) -> Self {
+        self.flush.max_records = self.flush.replay_max_records;
+        self
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
         if self.flush.max_records == 0 {

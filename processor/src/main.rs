@@ -54,7 +54,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
             generations::ensure_serving_table(&base_client, &base).await?;
             let resuming = generations::check_replay_target(&base_client, &base, generation).await?;
             config.generation = generation;
-            let config = config.for_generation();
+            let config = config.for_generation().for_replay();
             eprintln!(
                 "{} generation {generation} into database {} (consumer group {}, checkpoints in {})",
                 if resuming { "resuming the replay of" } else { "replaying the log into" },

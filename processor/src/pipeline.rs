@@ -362,7 +362,6 @@ impl Pipeline {
             let flush = &self.cfg.flush;
             let replaying = targets.is_some() && !self.core.partitions.is_empty();
             let interval = Duration::from_millis(if replaying { flush.replay_interval_ms } else { flush.interval_ms });
-            let max_records = if replaying { flush.replay_max_records } else { flush.max_records };
             // One timer per round: a `sleep_until` made inside the loop would register a new
             // timer for every record.
             let deadline = tokio::time::sleep(interval);
@@ -371,7 +370,7 @@ impl Pipeline {
             let mut applying = Duration::ZERO;
             let mut consumed = 0usize;
             let mut stop = false;
-            while consumed < max_records {
+            while consumed < self.cfg.flush.max_records {
                 tokio::select! {
                     _ = &mut shutdown => { stop = true; break; }
                     _ = &mut deadline => break,
@@ -381,7 +380,7 @@ impl Pipeline {
                             consumed += 1;
                             // What the consumer already holds is taken without another turn of
                             // the select (a timer and the shutdown signal polled per record).
-                            while consumed < max_records {
+                            while consumed < self.cfg.flush.max_records {
                                 match self.consumer.recv().now_or_never() {
                                     Some(Ok(m)) => {
                                         self.core.receive(m.partition(), m.offset(), m.payload());

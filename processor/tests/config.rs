@@ -54,3 +54,12 @@ fn empty_rounds_and_slices_are_refused_by_name() {
     cfg.flush.max_records = 0;
     assert_eq!(cfg.validate().unwrap_err(), "flush.max_records: must be at least 1");
 }
+
+#[test]
+fn a_replay_takes_its_own_round() {
+    let mut cfg = ProcessorConfig::default();
+    cfg.flush.max_records = 500;
+    cfg.flush.replay_max_records = 7_000;
+    assert_eq!(cfg.clone().for_replay().flush.max_records, 7_000);
+    assert_eq!(cfg.for_generation().flush.max_records, 500);
+}
