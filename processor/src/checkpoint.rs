@@ -66,6 +66,19 @@ impl Checkpoints {
         }
     }
 
+    /// Only the metadata of the partition's checkpoint, read from the file's head without its
+    /// engine bytes (to see which offset a checkpoint covers).
+    pub fn meta(&self, topic: &str, partition: i32) -> Option<CheckpointMeta> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(self.path(topic, partition)).ok()?;
+        let mut head = [0u8; 8];
+        f.read_exact(&mut head).ok()?;
+        let mut meta = vec![0; meta_len(&head)?];
+        f.read_exact(&mut meta).ok()?;
+        let meta: CheckpointMeta = serde_json::from_slice(&meta).ok()?;
+        (meta.topic == topic && meta.partition == partition).then_some(meta)
+    }
+
     /// Writes a checkpoint durably (blocking: run it off the async threads). Returns its size.
     pub fn save(&self, meta: &CheckpointMeta, engine: &[u8]) -> Result<u64, ProcessorError> {
         let path = self.path(&meta.topic, meta.partition);
@@ -91,11 +104,16 @@ impl Checkpoints {
     }
 }
 
-fn decode(mut bytes: Vec<u8>) -> Option<Checkpoint> {
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+/// The metadata's length, from a file's first 8 bytes (`None` if it is not a checkpoint).
+fn meta_len(head: &[u8]) -> Option<usize> {
+    if head.len() < 8 || &head[..4] != MAGIC {
         return None;
     }
-    let len = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+    Some(u32::from_le_bytes(head[4..8].try_into().ok()?) as usize)
+}
+
+fn decode(mut bytes: Vec<u8>) -> Option<Checkpoint> {
+    let len = meta_len(&bytes)?;
     let meta: CheckpointMeta = serde_json::from_slice(bytes.get(8..8 + len)?).ok()?;
     let engine = bytes.split_off(8 + len);
     Some(Checkpoint { meta, engine })
@@ -123,11 +141,14 @@ mod tests {
         let back = store.load("t", 3).unwrap().unwrap();
         assert_eq!(back.meta, meta);
         assert_eq!(back.engine, b"engine bytes");
+        assert_eq!(store.meta("t", 3), Some(meta.clone()));
         // Another partition's file copied over this one is not taken for it.
         std::fs::copy(store.path("t", 3), store.path("t", 4)).unwrap();
         assert!(store.load("t", 4).unwrap().is_none());
+        assert_eq!(store.meta("t", 4), None);
         std::fs::write(store.path("t", 3), b"garbage").unwrap();
         assert!(store.load("t", 3).unwrap().is_none());
+        assert_eq!(store.meta("t", 3), None);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -181,26 +181,12 @@ fn checkpoints_cover_progress(stack: &Stack) -> bool {
         let (Some(Ok(p)), Some(Ok(next))) = (f.next().map(str::parse::<i32>), f.next().map(str::parse::<i64>)) else {
             return false;
         };
-        match checkpoint_offset(&checkpoints.path(TOPIC, p)) {
-            Some(o) if o >= next => partitions += 1,
+        match checkpoints.meta(TOPIC, p) {
+            Some(m) if m.next_offset >= next => partitions += 1,
             _ => return false,
         }
     }
     partitions == 4
-}
-
-/// The `next_offset` in a checkpoint's header (`EGPC`, the metadata's length, the metadata as
-/// JSON), without reading the engine's bytes.
-fn checkpoint_offset(path: &std::path::Path) -> Option<i64> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut head = [0u8; 8];
-    f.read_exact(&mut head).ok()?;
-    let len = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
-    let mut meta = vec![0; len];
-    f.read_exact(&mut meta).ok()?;
-    let meta: processor::checkpoint::CheckpointMeta = serde_json::from_slice(&meta).ok()?;
-    Some(meta.next_offset)
 }
 
 fn checkpoints_since(stack: &Stack, since: SystemTime) -> usize {
