@@ -1,5 +1,6 @@
 //! A table's encoded rows cut into pieces, an insert each, and a piece put in the order of the
-//! table's sorting key before it is sent.
+//! table's sorting key as it is sent (the order is found first; the rows are copied into it a
+//! chunk at a time, see `Sorted`).
 //!
 //! Why sort here: ClickHouse sorts every block it inserts into a MergeTree by the table's key, on
 //! the one thread that handles the insert, unless the block arrives sorted (it checks first, 18.16
@@ -55,10 +56,10 @@ impl Piece {
     /// before its extensions, as ClickHouse orders `String`. Rows with equal keys keep their
     /// order, as in ClickHouse's own (stable) sort. A piece already in order is returned as it
     /// is, without a copy; so is one whose rows do not begin with two strings.
-    pub fn sorted_by_first_two_strings(self) -> Vec<Bytes> {
+    pub fn sorted_by_first_two_strings(self) -> Sorted {
         match self.order_by_first_two_strings() {
             Some(order) => self.reordered(order),
-            None => self.into_bytes(),
+            None => Sorted::from(self),
         }
     }
 
@@ -66,38 +67,28 @@ impl Piece {
     /// them (strings byte by byte, unsigned integers by value). Rows with equal keys keep their
     /// order. A piece already in order is returned as it is; so is one whose rows do not parse
     /// as `key` says, or whose key does not fit the 128 bits it is packed into (below).
-    pub fn sorted_by_key(self, key: &[KeyColumn]) -> Vec<Bytes> {
+    pub fn sorted_by_key(self, key: &[KeyColumn]) -> Sorted {
         match self.order_by_key(key) {
             Some(order) => self.reordered(order),
-            None => self.into_bytes(),
+            None => Sorted::from(self),
         }
     }
 
-    /// The rows in `order` (indexes), copied into one buffer cut into chunks on row boundaries.
-    fn reordered(&self, order: Vec<u32>) -> Vec<Bytes> {
-        let rows: Vec<&[u8]> = self.chunks.iter().flat_map(Chunk::rows).collect();
-        let mut out = Vec::with_capacity(self.bytes());
-        let mut cuts = Vec::new();
-        for i in order {
-            out.extend_from_slice(rows[i as usize]);
-            if out.len() - cuts.last().unwrap_or(&0) >= CHUNK_BYTES {
-                cuts.push(out.len());
+    /// The rows in `order` (indexes), to be copied a chunk at a time as they are sent.
+    fn reordered(self, order: Vec<u32>) -> Sorted {
+        let mut spans = Vec::with_capacity(order.len());
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let mut start = 0;
+            for &end in chunk.ends.iter() {
+                spans.push(Span { chunk: c as u32, start, end });
+                start = end;
             }
         }
-        let out = Bytes::from(out);
-        let mut start = 0;
-        let mut chunks: Vec<Bytes> = cuts
-            .into_iter()
-            .map(|end| {
-                let chunk = out.slice(start..end);
-                start = end;
-                chunk
-            })
-            .collect();
-        if start < out.len() {
-            chunks.push(out.slice(start..));
-        }
-        chunks
+        let rows: Vec<Span> = order.into_iter().map(|i| spans[i as usize]).collect();
+        Sorted(SortedRows::Reordered {
+            chunks: self.chunks.into_iter().map(|c| c.bytes).collect(),
+            rows: rows.into_iter(),
+        })
     }
 
     /// The rows' indexes in key order; `None` when they are in order already, or do not begin
@@ -203,6 +194,60 @@ impl Piece {
         // Equal keys keep the rows' order: the index is the tie-break.
         entries.sort_unstable();
         Some(entries.into_iter().map(|e| e.1).collect())
+    }
+}
+
+/// Where one row lies in a piece's chunks.
+#[derive(Clone, Copy)]
+struct Span {
+    chunk: u32,
+    start: u32,
+    end: u32,
+}
+
+/// A piece's rows in the order they are sent, a chunk (about `CHUNK_BYTES`, cut on row
+/// boundaries) at a time.
+///
+/// A reordered piece is copied one chunk at a time as the insert takes it, not whole before
+/// it: the insert compresses each chunk and drops it, so the copy is a buffer or two the
+/// allocator hands back at once, instead of a second copy of every row of the round held
+/// until the round is sent (fresh memory at every replay's first rounds, docs/performance.md).
+pub struct Sorted(SortedRows);
+
+enum SortedRows {
+    /// Already in order, or not sortable: the piece's own chunks.
+    AsPushed(std::vec::IntoIter<Bytes>),
+    /// The rows to copy, in order.
+    Reordered { chunks: Vec<Bytes>, rows: std::vec::IntoIter<Span> },
+}
+
+/// The rows as they were pushed.
+impl From<Piece> for Sorted {
+    fn from(piece: Piece) -> Sorted {
+        Sorted(SortedRows::AsPushed(piece.into_bytes().into_iter()))
+    }
+}
+
+impl Iterator for Sorted {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        match &mut self.0 {
+            SortedRows::AsPushed(chunks) => chunks.next(),
+            SortedRows::Reordered { chunks, rows } => {
+                let first = rows.next()?;
+                let mut out = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 8);
+                let mut row = Some(first);
+                while let Some(Span { chunk, start, end }) = row {
+                    out.extend_from_slice(&chunks[chunk as usize][start as usize..end as usize]);
+                    if out.len() >= CHUNK_BYTES {
+                        break;
+                    }
+                    row = rows.next();
+                }
+                Some(Bytes::from(out))
+            }
+        }
     }
 }
 
@@ -315,8 +360,8 @@ mod tests {
         out
     }
 
-    fn joined(chunks: &[Bytes]) -> Vec<u8> {
-        chunks.iter().flat_map(|c| c.to_vec()).collect()
+    fn joined(chunks: impl IntoIterator<Item = Bytes>) -> Vec<u8> {
+        chunks.into_iter().flat_map(|c| c.to_vec()).collect()
     }
 
     /// Keys that share prefixes, are prefixes of each other, run past a one-byte length, hold
@@ -359,9 +404,9 @@ mod tests {
 
         let pieces = encoded(&rows).pieces(usize::MAX);
         assert_eq!(pieces.len(), 1);
-        let sorted = pieces.into_iter().next().unwrap().sorted_by_first_two_strings();
+        let sorted: Vec<Bytes> = pieces.into_iter().next().unwrap().sorted_by_first_two_strings().collect();
         assert!(sorted.len() > 1, "several chunks");
-        assert_eq!(joined(&sorted), want);
+        assert_eq!(joined(sorted.clone()), want);
         for chunk in &sorted[..sorted.len() - 1] {
             assert!(chunk.len() >= CHUNK_BYTES && chunk.len() < CHUNK_BYTES + 1024, "{}", chunk.len());
         }
@@ -373,7 +418,7 @@ mod tests {
         rows.sort_by(|a, b| (&a.community_id, &a.event_id).cmp(&(&b.community_id, &b.event_id)));
         let piece = encoded(&rows).pieces(usize::MAX).pop().unwrap();
         let before: Vec<*const u8> = piece.chunks.iter().map(|c| c.bytes.as_ptr()).collect();
-        let after: Vec<*const u8> = piece.sorted_by_first_two_strings().iter().map(|c| c.as_ptr()).collect();
+        let after: Vec<*const u8> = piece.sorted_by_first_two_strings().map(|c| c.as_ptr()).collect();
         assert_eq!(after, before, "the same chunks, not a copy");
     }
 
@@ -388,7 +433,7 @@ mod tests {
             let mut reference: Vec<&Row> = rows[from..from + n].iter().collect();
             reference.sort_by(|a, b| (&a.community_id, &a.event_id).cmp(&(&b.community_id, &b.event_id)));
             let want: Vec<u8> = encoded(reference).chunks().flat_map(|c| c.to_vec()).collect();
-            assert_eq!(joined(&piece.sorted_by_first_two_strings()), want);
+            assert_eq!(joined(piece.sorted_by_first_two_strings()), want);
             from += n;
         }
         assert_eq!(from, rows.len());
@@ -405,7 +450,7 @@ mod tests {
             rows.push(&Short { a });
         }
         let piece = rows.pieces(usize::MAX).pop().unwrap();
-        assert_eq!(joined(&piece.sorted_by_first_two_strings()), vec![5, 1, 3]);
+        assert_eq!(joined(piece.sorted_by_first_two_strings()), vec![5, 1, 3]);
     }
 
     #[derive(Serialize, Clone)]
@@ -444,7 +489,7 @@ mod tests {
         reference.sort_by(|a, b| key_order(a, b));
         let want: Vec<u8> = encoded(reference).chunks().flat_map(|c| c.to_vec()).collect();
         let piece = encoded(&rows).pieces(usize::MAX).pop().unwrap();
-        assert_eq!(joined(&piece.sorted_by_key(&DERIVED_KEY)), want);
+        assert_eq!(joined(piece.sorted_by_key(&DERIVED_KEY)), want);
     }
 
     #[test]
@@ -452,16 +497,16 @@ mod tests {
         // Each column needs all of its 32 bits: four fit, five do not.
         let mut wide: Vec<[u32; 5]> = (0..100u32).map(|i| [u32::MAX - i, 1 << 31, 1 << 31, 1 << 31, 1 << 31]).collect();
         let piece = encoded(&wide).pieces(usize::MAX).pop().unwrap();
-        let before = joined(&piece.clone().into_bytes());
-        assert!(joined(&piece.clone().sorted_by_key(&[KeyColumn::UInt32; 5])) == before, "over 128 bits: as it is");
+        let before = joined(piece.clone().into_bytes());
+        assert!(joined(piece.clone().sorted_by_key(&[KeyColumn::UInt32; 5])) == before, "over 128 bits: as it is");
         wide.reverse();
-        let want = joined(&encoded(&wide).pieces(usize::MAX).pop().unwrap().into_bytes());
-        assert!(joined(&piece.sorted_by_key(&[KeyColumn::UInt32; 4])) == want, "128 bits: sorted");
+        let want = joined(encoded(&wide).pieces(usize::MAX).pop().unwrap().into_bytes());
+        assert!(joined(piece.sorted_by_key(&[KeyColumn::UInt32; 4])) == want, "128 bits: sorted");
         let mut rows = derived_rows(5_000);
         rows.sort_by(key_order);
         let piece = encoded(&rows).pieces(usize::MAX).pop().unwrap();
         let before: Vec<*const u8> = piece.chunks.iter().map(|c| c.bytes.as_ptr()).collect();
-        let after: Vec<*const u8> = piece.sorted_by_key(&DERIVED_KEY).iter().map(|c| c.as_ptr()).collect();
+        let after: Vec<*const u8> = piece.sorted_by_key(&DERIVED_KEY).map(|c| c.as_ptr()).collect();
         assert_eq!(after, before, "the same chunks, not a copy");
     }
 

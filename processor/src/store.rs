@@ -4,7 +4,7 @@
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::pieces::KeyColumn::{self, String as Str, UInt16, UInt32};
-use crate::pieces::Piece;
+use crate::pieces::{Piece, Sorted};
 use crate::rowbinary::EncodedRows;
 use crate::rows::*;
 use clickhouse::{Client, Row};
@@ -162,9 +162,11 @@ impl Order {
         }
     }
 
-    fn apply(self, piece: Piece) -> Vec<bytes::Bytes> {
+    /// The piece's rows in this order, copied (when they must be) a chunk at a time as the
+    /// insert takes them.
+    fn apply(self, piece: Piece) -> Sorted {
         match self {
-            Order::AsPushed => piece.into_bytes(),
+            Order::AsPushed => Sorted::from(piece),
             Order::Archive => piece.sorted_by_first_two_strings(),
             Order::Key(key) => piece.sorted_by_key(&key.iter().map(|(_, column)| *column).collect::<Vec<_>>()),
         }
@@ -210,6 +212,8 @@ impl Store {
                             .await
                             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
                     };
+                    // From here the insert's time includes copying the rows into their order,
+                    // a chunk at a time, as well as compressing and sending them.
                     let started = Instant::now();
                     let mut insert = client.insert_formatted_with(sql);
                     for chunk in chunks {
