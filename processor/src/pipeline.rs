@@ -35,8 +35,8 @@ struct PartitionState {
     archived_until: i64,
     high_watermark: i64,
     last_checkpoint: Instant,
-    /// `next_offset` of the last checkpoint taken (a failed save is not taken again until the
-    /// partition consumes more), or -1.
+    /// `next_offset` of the last checkpoint saved (or being saved), or -1: a partition that
+    /// consumed nothing since has that checkpoint still. A failed save sets it back to -1.
     checkpointed_offset: i64,
 }
 
@@ -54,7 +54,8 @@ pub struct Pipeline {
     last_progress_write: Instant,
     checkpoints: Option<Checkpoints>,
     /// At most one checkpoint is being written at a time (it holds a copy of an engine's state).
-    checkpoint_in_flight: Option<tokio::task::JoinHandle<()>>,
+    /// It returns the saves that failed, `(partition, next_offset)`.
+    checkpoint_in_flight: Option<tokio::task::JoinHandle<Vec<(i32, i64)>>>,
 }
 
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
@@ -576,7 +577,7 @@ impl Pipeline {
             }
         }
         if let Some(h) = self.checkpoint_in_flight.take() {
-            let _ = h.await;
+            self.checkpoints_failed(h.await.unwrap_or_default());
         }
         let interval = Duration::from_secs(self.cfg.checkpoint.interval_secs);
         let (topic, taken_at_ms) = (&self.cfg.kafka.topic, chrono::Utc::now().timestamp_millis());
@@ -613,6 +614,7 @@ impl Pipeline {
         self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
         let metrics = self.core.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
+            let mut failed = Vec::new();
             for (meta, bytes) in jobs {
                 let started = Instant::now();
                 match store.save(&meta, &bytes) {
@@ -631,14 +633,29 @@ impl Pipeline {
                     Err(e) => {
                         metrics.checkpoint_writes.with_label_values(&["failed"]).inc();
                         tracing::warn!(partition = meta.partition, error = %e, "checkpoint not saved");
+                        failed.push((meta.partition, meta.next_offset));
                     }
                 }
             }
+            failed
         });
         if stopping {
-            let _ = handle.await;
+            let failed = handle.await.unwrap_or_default();
+            self.checkpoints_failed(failed);
         } else {
             self.checkpoint_in_flight = Some(handle);
+        }
+    }
+
+    /// Makes partitions whose checkpoint was not saved due again (after the checkpoint
+    /// interval), also when they consume nothing more: an idle partition would otherwise keep
+    /// an older checkpoint, or none, and a restart replay more of the log than it needs.
+    fn checkpoints_failed(&mut self, failed: Vec<(i32, i64)>) {
+        for (p, next_offset) in failed {
+            // A partition given up and taken again since has a state of its own.
+            if let Some(st) = self.core.partitions.get_mut(&p).filter(|st| st.checkpointed_offset == next_offset) {
+                st.checkpointed_offset = -1;
+            }
         }
     }
 
