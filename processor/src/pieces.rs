@@ -235,9 +235,8 @@ impl Iterator for Sorted {
         match &mut self.0 {
             SortedRows::AsPushed(chunks) => chunks.next(),
             SortedRows::Reordered { chunks, rows } => {
-                let first = rows.next()?;
+                let mut row = Some(rows.next()?);
                 let mut out = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 8);
-                let mut row = Some(first);
                 while let Some(Span { chunk, start, end }) = row {
                     out.extend_from_slice(&chunks[chunk as usize][start as usize..end as usize]);
                     if out.len() >= CHUNK_BYTES {
