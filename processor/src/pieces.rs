@@ -22,13 +22,18 @@ pub(crate) struct Chunk {
 }
 
 impl Chunk {
-    fn rows(&self) -> impl Iterator<Item = &[u8]> {
+    /// Where each row starts and ends in `bytes`.
+    fn spans(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
         let mut start = 0;
         self.ends.iter().map(move |&end| {
-            let row = &self.bytes[start as usize..end as usize];
+            let span = (start, end);
             start = end;
-            row
+            span
         })
+    }
+
+    fn rows(&self) -> impl Iterator<Item = &[u8]> {
+        self.spans().map(|(start, end)| &self.bytes[start as usize..end as usize])
     }
 }
 
@@ -78,16 +83,12 @@ impl Piece {
     fn reordered(self, order: Vec<u32>) -> Sorted {
         let mut spans = Vec::with_capacity(order.len());
         for (c, chunk) in self.chunks.iter().enumerate() {
-            let mut start = 0;
-            for &end in chunk.ends.iter() {
-                spans.push(Span { chunk: c as u32, start, end });
-                start = end;
-            }
+            spans.extend(chunk.spans().map(|(start, end)| Span { chunk: c as u32, start, end }));
         }
-        let rows: Vec<Span> = order.into_iter().map(|i| spans[i as usize]).collect();
         Sorted(SortedRows::Reordered {
             chunks: self.chunks.into_iter().map(|c| c.bytes).collect(),
-            rows: rows.into_iter(),
+            spans,
+            order: order.into_iter(),
         })
     }
 
@@ -217,8 +218,8 @@ pub struct Sorted(SortedRows);
 enum SortedRows {
     /// Already in order, or not sortable: the piece's own chunks.
     AsPushed(std::vec::IntoIter<Bytes>),
-    /// The rows to copy, in order.
-    Reordered { chunks: Vec<Bytes>, rows: std::vec::IntoIter<Span> },
+    /// The rows to copy: where each lies, and the order (indexes into `spans`) to send them in.
+    Reordered { chunks: Vec<Bytes>, spans: Vec<Span>, order: std::vec::IntoIter<u32> },
 }
 
 /// The rows as they were pushed.
@@ -234,15 +235,16 @@ impl Iterator for Sorted {
     fn next(&mut self) -> Option<Bytes> {
         match &mut self.0 {
             SortedRows::AsPushed(chunks) => chunks.next(),
-            SortedRows::Reordered { chunks, rows } => {
-                let mut row = Some(rows.next()?);
+            SortedRows::Reordered { chunks, spans, order } => {
+                let mut row = Some(order.next()?);
                 let mut out = Vec::with_capacity(CHUNK_BYTES + CHUNK_BYTES / 8);
-                while let Some(Span { chunk, start, end }) = row {
+                while let Some(i) = row {
+                    let Span { chunk, start, end } = spans[i as usize];
                     out.extend_from_slice(&chunks[chunk as usize][start as usize..end as usize]);
                     if out.len() >= CHUNK_BYTES {
                         break;
                     }
-                    row = rows.next();
+                    row = order.next();
                 }
                 Some(Bytes::from(out))
             }

@@ -640,8 +640,7 @@ impl Pipeline {
             failed
         });
         if stopping {
-            let failed = handle.await.unwrap_or_default();
-            self.checkpoints_failed(failed);
+            self.checkpoints_failed(handle.await.unwrap_or_default());
         } else {
             self.checkpoint_in_flight = Some(handle);
         }
