@@ -20,7 +20,8 @@ pub fn date(days: u16) -> chrono::NaiveDate {
 }
 
 /// An archive row, borrowing the decoded record's strings: it is encoded as soon as it is made
-/// (on the thread that applied the record), so nothing here is allocated per event but `props`.
+/// (on the thread that applied the record), so nothing here is allocated per event but `props` in the rare record whose props are not
+/// already in the archive's form.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct RawEventRow<'a> {
     pub community_id: &'a str,
@@ -32,7 +33,7 @@ pub struct RawEventRow<'a> {
     pub ts_ms: i64,
     pub platform: &'a str,
     pub is_bot: u8,
-    pub props: String,
+    pub props: std::borrow::Cow<'a, str>,
     pub kafka_partition: i32,
     pub kafka_offset: i64,
     /// Days since 1970-01-01 of the event's date in the community's time zone.

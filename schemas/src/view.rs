@@ -10,6 +10,7 @@ use crate::event::{Event, EventType, LeaveReason};
 use crate::scan::{Scalar, Scanner};
 use crate::validate::{parse_event, parse_ts, valid_community_id, Limits, ValidationError};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// The fields of one valid event that the metric engine and the archive read.
 #[derive(Debug, Clone, Copy)]
@@ -34,20 +35,25 @@ pub enum PropsRef<'a> {
     None,
     /// The props object's text, checked as JSON.
     Raw(&'a str),
+    /// The props object's text, already in the archive's form (`to_archive_json`): what the
+    /// ingest writes, so nearly every record's.
+    Canonical(&'a str),
     Map(&'a Map<String, Value>),
 }
 
-impl PropsRef<'_> {
+impl<'a> PropsRef<'a> {
     /// The props as the archive keeps them: a JSON object, keys sorted, `null`s dropped (the same
-    /// text `Event::to_json` writes).
-    pub fn to_archive_json(&self) -> String {
-        match self {
-            PropsRef::None => "{}".to_owned(),
-            PropsRef::Map(m) => serde_json::to_string(m).expect("a JSON map always serialises"),
+    /// text `Event::to_json` writes). Text already in that form is borrowed: decoding it into a
+    /// map and writing it out again was a twentieth of a replay's processor time.
+    pub fn to_archive_json(&self) -> Cow<'a, str> {
+        match *self {
+            PropsRef::None => Cow::Borrowed("{}"),
+            PropsRef::Canonical(text) => Cow::Borrowed(text),
+            PropsRef::Map(m) => Cow::Owned(serde_json::to_string(m).expect("a JSON map always serialises")),
             PropsRef::Raw(raw) => {
                 let mut m: Map<String, Value> = serde_json::from_str(raw).expect("validated as an object");
                 m.retain(|_, v| !v.is_null());
-                serde_json::to_string(&m).expect("a JSON map always serialises")
+                Cow::Owned(serde_json::to_string(&m).expect("a JSON map always serialises"))
             }
         }
     }
@@ -116,6 +122,8 @@ struct Wire<'a> {
     is_bot: Option<bool>,
     /// The props object's text.
     props: Option<&'a str>,
+    /// Whether that text is what `serde_json` writes for its map with the `null`s dropped.
+    props_canonical: bool,
     /// The values of the typed keys in `props` (by `typed_index`), `null` included.
     typed: [Option<Prop<'a>>; TYPED_KEYS],
 }
@@ -234,14 +242,19 @@ impl<'a> Wire<'a> {
 
     fn scan_props(&mut self, s: &mut Scanner<'a>) -> Option<()> {
         let start = s.position();
+        let mut canonical = true;
         s.eat(b'{')?;
         if s.next_token()? == b'}' {
             s.eat(b'}')?;
         } else {
+            let mut previous: Option<&str> = None;
             loop {
                 let key = s.string()?;
                 s.eat(b':')?;
                 let value = s.value()?;
+                // serde_json's map writes its keys in order, each once.
+                canonical &= previous.is_none_or(|p| p < key) && written_as_is(value);
+                previous = Some(key);
                 if let Some(i) = typed_index(key) {
                     if self.typed[i].is_some() {
                         return None;
@@ -253,9 +266,39 @@ impl<'a> Wire<'a> {
                 }
             }
         }
-        self.props = Some(s.between(start, s.position()));
+        let text = s.between(start, s.position());
+        self.props = Some(text);
+        self.props_canonical = canonical && !spaced(text);
         Some(())
     }
+}
+
+/// Whether `serde_json` writes a top-level props value back as the same text. Strings here have
+/// no escapes (the scanner declines those), so they come back as they are; so do `true`, `false`
+/// and integers that fit 64 bits (18 digits always do). `null`s are dropped from the archive,
+/// floats may be written another way (`2e3` as `2000.0`), `-0` is read as a float, and nested
+/// values have their own keys to sort.
+fn written_as_is(value: Scalar<'_>) -> bool {
+    match value {
+        Scalar::Str(_) | Scalar::Bool(_) => true,
+        Scalar::Number(n) => {
+            let digits = n.strip_prefix('-').unwrap_or(n);
+            digits.len() <= 18 && digits.bytes().all(|b| b.is_ascii_digit()) && n != "-0"
+        }
+        Scalar::Null | Scalar::Nested => false,
+    }
+}
+
+/// Whether JSON text has whitespace between its tokens. Its strings have no escapes, so every
+/// `"` opens or closes one.
+fn spaced(text: &str) -> bool {
+    let mut in_string = false;
+    text.bytes().any(|b| {
+        if b == b'"' {
+            in_string = !in_string;
+        }
+        !in_string && matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+    })
 }
 
 /// Slots of the typed keys the engine reads (checked against `typed_index` by a test).
@@ -365,7 +408,11 @@ fn fast<'a>(bytes: &'a [u8], now_ms: Option<i64>, limits: &Limits) -> Option<Eve
         inviter_id,
         leave_reason,
         conversion_value,
-        props: w.props.map_or(PropsRef::None, PropsRef::Raw),
+        props: match w.props {
+            None => PropsRef::None,
+            Some(text) if w.props_canonical => PropsRef::Canonical(text),
+            Some(text) => PropsRef::Raw(text),
+        },
     })
 }
 

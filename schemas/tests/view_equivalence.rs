@@ -4,7 +4,8 @@
 //! wrong JSON type, nulls, escapes, unknown and duplicate keys, typed props of every kind.
 
 use proptest::prelude::*;
-use schemas::{parse_event, parse_event_view, Event, Limits, ParsedEvent};
+use schemas::{parse_event, parse_event_view, Event, Limits, ParsedEvent, PropsRef};
+use std::borrow::Cow;
 
 const NOW: i64 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
 
@@ -73,13 +74,15 @@ fn props() -> impl Strategy<Value = Option<String>> {
     // Mostly values that pass the typed rules ("left" is a string and a reason, 4 a number and a
     // count), so that whole events get through.
     let numbers = ["-3", "1.5", "-0", "2e3", "0.0"].map(str::to_owned).to_vec();
-    let value = prop_oneof![
-        6 => Just("\"left\"".to_owned()),
-        2 => Just("4".to_owned()),
-        2 => proptest::sample::select(numbers),
-        3 => json_scalar(),
-    ];
-    let entry = (proptest::sample::select(PROP_KEYS.to_vec()), value);
+    let value = move || {
+        prop_oneof![
+            6 => Just("\"left\"".to_owned()),
+            2 => Just("4".to_owned()),
+            2 => proptest::sample::select(numbers.clone()),
+            3 => json_scalar(),
+        ]
+    };
+    let entry = (proptest::sample::select(PROP_KEYS.to_vec()), value());
     prop_oneof![
         2 => Just(None),
         1 => json_scalar().prop_map(Some),
@@ -87,6 +90,14 @@ fn props() -> impl Strategy<Value = Option<String>> {
             let body: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
             Some(format!("{{{}}}", body.join(",")))
         }),
+        // Keys in order, as the ingest writes them (the archive then borrows the text), with
+        // whitespace now and then (which it must not).
+        6 => (proptest::collection::btree_map(proptest::sample::select(PROP_KEYS.to_vec()), value(), 0..5),
+              prop_oneof![6 => Just(""), 1 => Just(" "), 1 => Just("\n")])
+            .prop_map(|(entries, space)| {
+                let body: Vec<String> = entries.iter().map(|(k, v)| format!("\"{k}\":{space}{v}")).collect();
+                Some(format!("{{{}}}", body.join(",")))
+            }),
     ]
 }
 
@@ -202,6 +213,13 @@ fn canonical_records_take_the_typed_path() {
         unreachable!()
     };
     assert_eq!((v.conversion_value, v.platform), (Some(12.5), Some("discord")));
+    // The ingest's props text is the archive's: borrowed, not decoded and written again.
+    for r in &records[..2] {
+        let parsed = parse_event_view(r.as_bytes(), None, &Limits::default()).unwrap();
+        let props = parsed.view().props;
+        assert!(matches!(props, PropsRef::Canonical(_)), "{r}: {props:?}");
+        assert!(matches!(props.to_archive_json(), Cow::Borrowed(_)), "{r}");
+    }
 }
 
 /// The random inputs above reach all three outcomes often enough to mean something.
@@ -211,15 +229,25 @@ fn the_random_inputs_cover_typed_slow_and_refused() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let limits = Limits::default();
     let (mut typed, mut slow, mut refused) = (0, 0, 0);
+    let (mut canonical, mut raw) = (0, 0);
     for _ in 0..4000 {
         let bytes = record().new_tree(&mut runner).unwrap().current();
         match parse_event_view(&bytes, Some(NOW), &limits) {
-            Ok(ParsedEvent::Borrowed(_)) => typed += 1,
+            Ok(ParsedEvent::Borrowed(v)) => {
+                typed += 1;
+                match v.props {
+                    PropsRef::Canonical(_) => canonical += 1,
+                    PropsRef::Raw(_) => raw += 1,
+                    _ => {}
+                }
+            }
             Ok(ParsedEvent::Owned(_)) => slow += 1,
             Err(_) => refused += 1,
         }
     }
     assert!(typed > 400 && slow > 100 && refused > 400, "typed {typed}, slow {slow}, refused {refused}");
+    // Props the archive borrows and props it writes anew are both compared above.
+    assert!(canonical > 100 && raw > 100, "props: {canonical} canonical, {raw} raw");
 }
 
 /// Every typed props key of every event type, with every kind of value: the rule table is
