@@ -20,8 +20,8 @@ pub fn date(days: u16) -> chrono::NaiveDate {
 }
 
 /// An archive row, borrowing the decoded record's strings: it is encoded as soon as it is made
-/// (on the thread that applied the record), so nothing here is allocated per event but `props` in the rare record whose props are not
-/// already in the archive's form.
+/// (on the thread that applied the record), so nothing here is allocated per event but `props`,
+/// and only in the rare record whose props are not already in the archive's form.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct RawEventRow<'a> {
     pub community_id: &'a str,

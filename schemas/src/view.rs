@@ -120,10 +120,9 @@ struct Wire<'a> {
     ts: Option<&'a str>,
     platform: Option<&'a str>,
     is_bot: Option<bool>,
-    /// The props object's text.
-    props: Option<&'a str>,
-    /// Whether that text is what `serde_json` writes for its map with the `null`s dropped.
-    props_canonical: bool,
+    /// The props object's text, `Canonical` when it is what `serde_json` writes for its map
+    /// with the `null`s dropped.
+    props: Option<PropsRef<'a>>,
     /// The values of the typed keys in `props` (by `typed_index`), `null` included.
     typed: [Option<Prop<'a>>; TYPED_KEYS],
 }
@@ -267,8 +266,7 @@ impl<'a> Wire<'a> {
             }
         }
         let text = s.between(start, s.position());
-        self.props = Some(text);
-        self.props_canonical = canonical && !spaced(text);
+        self.props = Some(if canonical && !spaced(text) { PropsRef::Canonical(text) } else { PropsRef::Raw(text) });
         Some(())
     }
 }
@@ -408,11 +406,7 @@ fn fast<'a>(bytes: &'a [u8], now_ms: Option<i64>, limits: &Limits) -> Option<Eve
         inviter_id,
         leave_reason,
         conversion_value,
-        props: match w.props {
-            None => PropsRef::None,
-            Some(text) if w.props_canonical => PropsRef::Canonical(text),
-            Some(text) => PropsRef::Raw(text),
-        },
+        props: w.props.unwrap_or(PropsRef::None),
     })
 }
 
