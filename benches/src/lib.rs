@@ -47,13 +47,26 @@ pub fn community_records(community_id: &str, seed: u64, members: usize) -> Vec<V
     generator::generate(&spec).iter().map(|e| e.to_json_bytes()).collect()
 }
 
-/// The processors' `flush.apply_slice_records` at the processor's default, for load runs: test
-/// stacks apply rounds in small slices, so that small test loads take a replay's path.
-pub fn default_apply_slice() -> String {
-    processor::config::FlushConfig::default().apply_slice_records.to_string()
+/// A stack for a load run, its processors with `extra` in their environment and with the
+/// processor's defaults for how a round is taken: test stacks apply rounds in small slices and
+/// send the archive in small pieces, so that small test loads take a replay's path.
+pub fn load_stack(name: &str, extra: &[(&str, &str)]) -> anyhow::Result<e2e_tests::Stack> {
+    let flush = processor::config::FlushConfig::default();
+    let (slice, piece) = (flush.apply_slice_records.to_string(), flush.archive_piece_bytes.to_string());
+    let mut env = vec![
+        ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", slice.as_str()),
+        ("PROCESSOR_FLUSH__ARCHIVE_PIECE_BYTES", piece.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    e2e_tests::Stack::start_with(name, 4, &env)
 }
 
 /// The processor's default round of a replay (`flush.replay_max_records`), as text.
 pub fn default_replay_round() -> String {
     processor::config::FlushConfig::default().replay_max_records.to_string()
+}
+
+/// The processor's default time between a replay's writes (`flush.replay_interval_ms`), as text.
+pub fn default_replay_interval() -> String {
+    processor::config::FlushConfig::default().replay_interval_ms.to_string()
 }

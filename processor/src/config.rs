@@ -70,16 +70,20 @@ pub struct FlushConfig {
     pub interval_ms: u64,
     /// The same for `processor replay`: nobody reads the generation it builds until the switch,
     /// so fewer, larger writes are better (each flush recomputes the members it touched). A
-    /// replay's last round ends as soon as every partition is read, whatever this is.
+    /// replay's last round ends as soon as every partition is read, whatever this is. An
+    /// interrupted replay redoes at most this much.
     pub replay_interval_ms: u64,
     /// `max_records` for `processor replay`. Each round rewrites the rows of every member it
-    /// touched, and a replay's rounds touch most members each, so a replay wants few rounds; its
-    /// memory grows with it (a round's archive rows, about 100 bytes a record, are held until its
-    /// write, next to the engines).
+    /// touched, and a replay's rounds touch most members each, so a replay wants few rounds. Its
+    /// memory grows with the members a round touches (their rows are held until its write, next
+    /// to the engines), not with its records (applied in slices, archive rows sent in pieces).
     pub replay_max_records: usize,
     /// A round's records are decoded and applied this many at a time as they arrive (the
     /// consumer keeps fetching meanwhile), so that at most this many are held undecoded.
     pub apply_slice_records: usize,
+    /// A round's archive rows are sent to ClickHouse as soon as this many bytes of them are made
+    /// (about 100 bytes a record), rather than held until the round's write.
+    pub archive_piece_bytes: usize,
     /// First retry delay after a failed write; doubles up to `max_backoff_ms`.
     pub backoff_ms: u64,
     pub max_backoff_ms: u64,
@@ -90,9 +94,10 @@ impl Default for FlushConfig {
         FlushConfig {
             max_records: 100_000,
             interval_ms: 500,
-            replay_interval_ms: 5_000,
-            replay_max_records: 1_000_000,
+            replay_interval_ms: 30_000,
+            replay_max_records: 10_000_000,
             apply_slice_records: 100_000,
+            archive_piece_bytes: 32 << 20,
             backoff_ms: 200,
             max_backoff_ms: 10_000,
         }
@@ -163,6 +168,9 @@ impl ProcessorConfig {
         }
         if self.flush.apply_slice_records == 0 {
             return Err("flush.apply_slice_records: must be at least 1".into());
+        }
+        if self.flush.archive_piece_bytes == 0 {
+            return Err("flush.archive_piece_bytes: must be at least 1".into());
         }
         if !schemas::validate::valid_community_id(&self.clickhouse.database) {
             return Err("clickhouse.database: must match ^[A-Za-z0-9_.-]{1,64}$".into());

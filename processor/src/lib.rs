@@ -2,6 +2,7 @@
 //! writes changed rows to ClickHouse, and only then records Kafka progress.
 
 pub mod allocator;
+pub mod archive_sends;
 pub mod assignment;
 pub mod checkpoint;
 pub mod config;

@@ -49,7 +49,7 @@ impl Metrics {
             flush_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "processor_flush_duration_seconds",
-                    "Time per step of a round: apply (decode and apply records), engine (flush), write, snapshot",
+                    "Time per step of a round: apply (decode and apply records), archive (waiting for archive rows sent during the round), engine (flush), write, snapshot",
                 )
                 .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
                 &["step"],

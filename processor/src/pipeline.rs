@@ -7,6 +7,7 @@
 //! with a version above anything written before, so re-writing after a crash is harmless; the
 //! progress row and the Kafka commit come only after the rows they cover are in ClickHouse.
 
+use crate::archive_sends::ArchiveSends;
 use crate::assignment::{Change, GroupContext};
 use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::config::ProcessorConfig;
@@ -56,6 +57,8 @@ pub struct Pipeline {
     /// At most one checkpoint is being written at a time (it holds a copy of an engine's state).
     /// It returns the saves that failed, `(partition, next_offset)`.
     checkpoint_in_flight: Option<tokio::task::JoinHandle<Vec<(i32, i64)>>>,
+    /// Archive rows sent during the round (`archive_sends`); the flush settles them first.
+    archive: ArchiveSends,
 }
 
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
@@ -66,7 +69,7 @@ struct Core {
     partitions: BTreeMap<i32, PartitionState>,
     /// Community-wide `as_of`: the largest `ts` seen here or written by any instance.
     as_of: HashMap<String, i64>,
-    /// Archive rows of applied records not yet written, per partition.
+    /// Archive rows of applied records not yet sent, per partition.
     pending_raw: BTreeMap<i32, EncodedRows>,
     limits: Limits,
     progress_dirty: bool,
@@ -192,6 +195,7 @@ impl Pipeline {
         let checkpoints = cfg.checkpoint.enabled.then(|| Checkpoints::new(&cfg.checkpoint.dir));
         let limits = Limits { max_future_ms: i64::MAX / 4, ..Limits::default() };
         let dead_letters = dead_letter_producer(&cfg)?;
+        let archive = ArchiveSends::new(metrics.clone());
         let core = Core {
             metrics,
             configs: cfg.metrics.clone(),
@@ -218,6 +222,7 @@ impl Pipeline {
             last_progress_write: Instant::now(),
             checkpoints,
             checkpoint_in_flight: None,
+            archive,
         })
     }
 
@@ -259,6 +264,7 @@ impl Pipeline {
                         self.core.partitions.remove(p);
                         self.core.received.remove(p);
                     }
+                    // Rows already sent early stay: the archive is the same whoever writes it.
                     self.core.pending_raw.retain(|p, _| !ps.contains(p));
                     tracing::info!(partitions = ?ps, owned = ?self.core.partitions.keys().collect::<Vec<_>>(), "partitions given up");
                 }
@@ -369,6 +375,9 @@ impl Pipeline {
             tokio::pin!(deadline);
             let round_started = Instant::now();
             let mut applying = Duration::ZERO;
+            // Time the round waited for its archive rows sent early (`archive_sends`).
+            let mut archiving = Duration::ZERO;
+            let piece_bytes = self.cfg.flush.archive_piece_bytes;
             let mut consumed = 0usize;
             let mut stop = false;
             while consumed < self.cfg.flush.max_records {
@@ -403,11 +412,19 @@ impl Pipeline {
                                 let started = Instant::now();
                                 self.core.apply_received();
                                 applying += started.elapsed();
+                                archiving +=
+                                    self.archive.send_due(&self.store, &mut self.core.pending_raw, piece_bytes).await;
                             }
-                            // A replay's last round ends when every partition is read up to its
-                            // target, not at the round's deadline.
-                            if targets.as_ref().is_some_and(|t| self.reached(t)) {
-                                break;
+                            if let Some(t) = &targets {
+                                // Rounds of a replay are long: progress is shown as it reads.
+                                if let Some(p) = &mut progress {
+                                    p.report(self.replay_position(t).0);
+                                }
+                                // Its last round ends when every partition is read up to its
+                                // target, not at the round's deadline.
+                                if self.reached(t) {
+                                    break;
+                                }
                             }
                         }
                         Err(e) => {
@@ -419,9 +436,13 @@ impl Pipeline {
             }
             self.last_poll = Instant::now();
             if replaying {
-                consuming += round_started.elapsed().saturating_sub(applying);
+                consuming += round_started.elapsed().saturating_sub(applying + archiving);
             }
             self.core.apply_received();
+            archiving += self.archive.send_due(&self.store, &mut self.core.pending_raw, piece_bytes).await;
+            if !archiving.is_zero() {
+                self.core.metrics.flush_seconds.with_label_values(&["archive"]).observe(archiving.as_secs_f64());
+            }
             self.core.metrics.records_consumed.inc_by(consumed as u64);
             if consumed > 0 {
                 self.core.progress_dirty = true;
@@ -454,9 +475,10 @@ impl Pipeline {
                         consume_s = consuming.as_secs_f64(),
                         apply_s = spent("apply"),
                         engine_s = spent("engine"),
+                        archive_s = spent("archive"),
                         write_s = spent("write"),
                         snapshot_s = spent("snapshot"),
-                        "replay time by step (consume: taking records from the consumer)"
+                        "replay time by step (consume: taking records from the consumer; archive: waiting for archive rows sent during rounds)"
                     );
                     return Ok(true);
                 }
@@ -526,6 +548,11 @@ impl Pipeline {
             batch.append(part);
         }
         core.metrics.flush_seconds.with_label_values(&["engine"]).observe(started.elapsed().as_secs_f64());
+        // Progress may move past archive rows sent during the round only once they are stored, or
+        // go again with this write.
+        let waiting = Instant::now();
+        batch.raw.append(self.archive.take_unsent().await);
+        self.core.metrics.flush_seconds.with_label_values(&["archive"]).observe(waiting.elapsed().as_secs_f64());
         if batch.progress.is_empty() && batch.raw.is_empty() {
             return Ok(());
         }

@@ -84,6 +84,11 @@ impl EncodedRows {
         self.rows == 0
     }
 
+    /// The encoded size of the rows.
+    pub fn bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.bytes.len()).sum::<usize>() + self.current.len()
+    }
+
     /// The column names, in the order the rows carry them.
     pub fn columns(&self) -> &[&'static str] {
         &self.columns

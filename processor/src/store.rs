@@ -192,7 +192,7 @@ impl Store {
     /// than all on the flush's. Rows beyond `INSERT_PIECE_BYTES` are split over several inserts:
     /// ClickHouse handles an insert on one thread, and a replay's round archives a million rows.
     /// A table with a sorting key has each piece sorted first, a large one on a blocking thread.
-    fn insert(
+    pub(crate) fn insert(
         &self,
         table: &'static str,
         rows: &EncodedRows,
@@ -233,7 +233,9 @@ impl Store {
     /// Waits for every task, also after one failed: none may still be running when the caller
     /// retries or gives the partitions up. The first error is returned; a task that panicked
     /// re-raises its panic here.
-    async fn finished(tasks: Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>>) -> Result<(), ProcessorError> {
+    pub(crate) async fn finished(
+        tasks: Vec<tokio::task::JoinHandle<Result<(), ProcessorError>>>,
+    ) -> Result<(), ProcessorError> {
         let mut result = Ok(());
         for task in tasks {
             let done = task.await.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));

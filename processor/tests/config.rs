@@ -47,6 +47,9 @@ fn an_unknown_field_is_refused_by_name() {
 fn empty_rounds_and_slices_are_refused_by_name() {
     let mut cfg = ProcessorConfig::default();
     assert_eq!(cfg.flush.apply_slice_records, 100_000);
+    assert_eq!(cfg.flush.archive_piece_bytes, 32 << 20);
+    cfg.flush.archive_piece_bytes = 0;
+    assert_eq!(cfg.validate().unwrap_err(), "flush.archive_piece_bytes: must be at least 1");
     cfg.flush.apply_slice_records = 0;
     assert_eq!(cfg.validate().unwrap_err(), "flush.apply_slice_records: must be at least 1");
     cfg.flush.replay_max_records = 0;

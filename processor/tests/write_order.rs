@@ -5,65 +5,15 @@
 //! `/freshness` rely on (docs/design.md), checked without timing luck: the slowest insert is
 //! made slow on purpose.
 
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::Router;
-use common::ClickHouseConfig;
+mod support;
+
 use engine::{Configs, Engine};
-use processor::metrics::Metrics;
 use processor::rows::*;
-use processor::store::{Batch, Store};
+use processor::store::Batch;
 use schemas::{parse_event_value, Limits};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Default)]
-struct Recorder {
-    /// `(table, "start" | "end")` in the order the stand-in saw them.
-    log: Mutex<Vec<(String, &'static str)>>,
-    /// Inserts into this table are answered with an error.
-    refuse: Option<&'static str>,
-    /// Inserts into this table take this long.
-    slow: Option<(&'static str, Duration)>,
-}
-
-/// `INSERT INTO db.table (cols) FORMAT RowBinary` (names may be quoted) → `table`.
-fn table_of(query: &str) -> String {
-    let rest = query.trim_start().strip_prefix("INSERT INTO ").unwrap_or(query);
-    let name = rest.split(|c: char| c.is_whitespace() || c == '(').next().unwrap_or_default();
-    name.rsplit('.').next().unwrap_or_default().trim_matches(|c| c == '`' || c == '"').to_owned()
-}
-
-async fn clickhouse(
-    State(rec): State<Arc<Recorder>>,
-    Query(params): Query<HashMap<String, String>>,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let table = table_of(params.get("query").map_or("", String::as_str));
-    rec.log.lock().unwrap().push((table.clone(), "start"));
-    assert!(!body.is_empty(), "{table}: an insert carries its rows");
-    if let Some((slow, pause)) = rec.slow {
-        if slow == table {
-            tokio::time::sleep(pause).await;
-        }
-    }
-    rec.log.lock().unwrap().push((table.clone(), "end"));
-    if rec.refuse == Some(table.as_str()) {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::OK
-    }
-}
-
-async fn store_against(rec: Arc<Recorder>) -> Store {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = Router::new().fallback(clickhouse).with_state(rec);
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let cfg = ClickHouseConfig { url: format!("http://{addr}"), ..ClickHouseConfig::default() };
-    Store::new(cfg.client(), Metrics::new().unwrap())
-}
+use support::{store_against, table_of, Recorder};
 
 /// A batch with rows in every table, from a small community run through the engine.
 fn full_batch() -> Batch {

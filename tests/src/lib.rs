@@ -324,6 +324,9 @@ impl Stack {
             // Rounds applied in slices of a few hundred records, so that the tests' small loads
             // take the path a replay's million-record rounds take (load binaries set the default).
             ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS".to_string(), "300".to_string()),
+            // Archive rows sent during the round in pieces of 16 KiB (about 150 rows), so that
+            // kills and outages find sends in flight (load binaries set the default).
+            ("PROCESSOR_FLUSH__ARCHIVE_PIECE_BYTES".to_string(), "16384".to_string()),
             // A processor SIGKILLed by a test holds its partitions until its session expires.
             ("PROCESSOR_KAFKA__SESSION_TIMEOUT_MS".to_string(), "6000".to_string()),
         ];

@@ -16,7 +16,7 @@
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
 
 use anyhow::{bail, Result};
-use e2e_tests::{Stack, READ_KEY, WRITE_KEY};
+use e2e_tests::{READ_KEY, WRITE_KEY};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,11 +31,7 @@ async fn main() -> Result<()> {
     let concurrency: usize = arg(&args, "--concurrency", "8").parse()?;
     let batches: Vec<usize> =
         arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
-    let stack = tokio::task::spawn_blocking(|| {
-        let slice = benches::default_apply_slice();
-        Stack::start_with("load", 4, &[("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &slice)])
-    })
-    .await??;
+    let stack = tokio::task::spawn_blocking(|| benches::load_stack("load", &[])).await??;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     println!("| batch | events | concurrency | ingest events/s | last event sent → tables complete |");
     println!("|---|---|---|---|---|");
@@ -115,8 +111,8 @@ async fn main() -> Result<()> {
     }
     let cpu_before = children_cpu_seconds();
     let started = Instant::now();
-    // The configuration's default (5 s) unless given.
-    let flush_ms = arg(&args, "--replay-flush-ms", "5000");
+    // The configuration's defaults unless given.
+    let flush_ms = arg(&args, "--replay-flush-ms", &benches::default_replay_interval());
     let out = stack
         .tool("processor")?
         .args(["replay", "--generation", "1"])
@@ -152,9 +148,10 @@ async fn main() -> Result<()> {
     };
     println!();
     println!(
-        "replay time by step: consume {}, apply {}, engine flush {}, ClickHouse write {}, snapshot {}",
+        "replay time by step: consume {}, apply {}, archive sent early {}, engine flush {}, ClickHouse write {}, snapshot {}",
         step("consume_s"),
         step("apply_s"),
+        step("archive_s"),
         step("engine_s"),
         step("write_s"),
         step("snapshot_s")

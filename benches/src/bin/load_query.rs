@@ -101,11 +101,7 @@ async fn main() -> Result<()> {
     let members: usize = arg(&args, "--members", "20000").parse()?;
     let clients: usize = arg(&args, "--clients", "50").parse()?;
     let seconds: u64 = arg(&args, "--seconds", "20").parse()?;
-    let stack = tokio::task::spawn_blocking(|| {
-        let slice = benches::default_apply_slice();
-        Stack::start_with("load-query", 4, &[("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &slice)])
-    })
-    .await??;
+    let stack = tokio::task::spawn_blocking(|| benches::load_stack("load-query", &[])).await??;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).pool_max_idle_per_host(clients).build()?;
     let community = "bench";
     let events = load(&client, &stack, community, members).await?;

@@ -34,14 +34,7 @@ fn main() -> Result<()> {
     let concurrency = arg(&args, "--concurrency", "4");
     // A checkpoint every 10 s (the default is 30 s) only shortens the wait for one covering
     // everything; what a restart reads does not depend on it here.
-    let mut stack = Stack::start_with(
-        "restart",
-        4,
-        &[
-            ("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10"),
-            ("PROCESSOR_FLUSH__APPLY_SLICE_RECORDS", &benches::default_apply_slice()),
-        ],
-    )?;
+    let mut stack = benches::load_stack("restart", &[("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10")])?;
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
 
     let file = stack.dir.join("history.ndjson");
