@@ -28,8 +28,9 @@ pub fn load_config<T: DeserializeOwned + Serialize + Default>(
         }
         fig = fig.merge(Toml::file(path));
     }
-    // `_CONFIG` names the file itself; it is not a field.
-    fig = fig.merge(Env::prefixed(env_prefix).split("__").filter(|k| k.as_str() != "config"));
+    // `_CONFIG` names the file itself; it is not a field. The filter sees the key as written
+    // (`CONFIG`), so the comparison ignores case.
+    fig = fig.merge(Env::prefixed(env_prefix).split("__").filter(|k| !k.as_str().eq_ignore_ascii_case("config")));
     fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 

@@ -66,3 +66,29 @@ fn a_replay_takes_its_own_round() {
     assert_eq!(cfg.clone().for_replay().flush.max_records, 7_000);
     assert_eq!(cfg.for_generation().flush.max_records, 500);
 }
+
+/// `PROCESSOR_CONFIG` names the file (as README and operations.md say); it is not taken for a
+/// field, and a file's `[kafka.properties]` keep their dotted librdkafka names.
+#[test]
+fn the_config_variable_names_the_file_and_the_environment_still_overrides_it() {
+    let prefix = "PROCESSOR_CFGTEST_";
+    let dir = std::env::temp_dir().join(format!("processor-config-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("processor.toml");
+    std::fs::write(
+        &path,
+        "[flush]\nmax_records = 5\ninterval_ms = 700\n[kafka.properties]\n\"max.partition.fetch.bytes\" = \"8388608\"\n",
+    )
+    .unwrap();
+    std::env::set_var(format!("{prefix}CONFIG"), &path);
+    std::env::set_var(format!("{prefix}FLUSH__MAX_RECORDS"), "7");
+    let found = common::config::config_path(&[], prefix);
+    let loaded = common::load_config::<ProcessorConfig>(found.as_deref(), prefix);
+    std::env::remove_var(format!("{prefix}CONFIG"));
+    std::env::remove_var(format!("{prefix}FLUSH__MAX_RECORDS"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(found.as_deref(), Some(path.as_path()));
+    let cfg = loaded.unwrap();
+    assert_eq!((cfg.flush.max_records, cfg.flush.interval_ms), (7, 700));
+    assert_eq!(cfg.kafka.properties["max.partition.fetch.bytes"].expose(), "8388608");
+}
