@@ -151,8 +151,8 @@ impl ProcessorConfig {
         self
     }
 
-    /// The configuration of `processor replay`: its rounds are `flush.replay_max_records` long,
-    /// and so is what the consumer fetches ahead (`queued.min.messages` follows the round).
+    /// The configuration of `processor replay`: its rounds are `flush.replay_max_records` long
+    /// (`queued.min.messages` follows the round; the 64 MiB prefetch bound is what binds).
     pub fn for_replay(mut self) -> Self {
         self.flush.max_records = self.flush.replay_max_records;
         self

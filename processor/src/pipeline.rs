@@ -151,8 +151,14 @@ struct Applied {
     as_of: HashMap<String, i64>,
 }
 
-/// The most the consumer holds fetched and not yet taken: 256 MiB, about a million events.
-const PREFETCH_KBYTES: u32 = 256 * 1024;
+/// The most the consumer holds fetched and not yet taken: 64 MiB, about a second of a replay's
+/// records on this project's machines.
+const PREFETCH_KBYTES: u32 = 64 * 1024;
+
+/// How long a partition's fetching pauses once that much is held. librdkafka's default (1 s) is
+/// made for a queue that holds more than a second of records; with 64 MiB the consumer would
+/// empty it and then wait on the broker.
+const PREFETCH_BACKOFF_MS: u32 = 10;
 
 fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer, ProcessorError> {
     let mut c = rdkafka::ClientConfig::new();
@@ -166,12 +172,14 @@ fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer,
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "100")
-        // Room for a whole round to be fetched while the previous one is applied and written:
-        // with librdkafka's default (64 MiB) a replay waited on the broker for most of each
-        // round (docs/performance.md). `kafka.properties` can set either lower; librdkafka takes
-        // at most 10,000,000 messages.
+        // Fetching keeps up with the consumer without holding more than it needs: a queue sized
+        // for a whole round (256 MiB) made every replay fault in that much fresh memory, which
+        // costs CPU on these machines and bought no speed once the backoff was short
+        // (docs/performance.md, session 20). `kafka.properties` can set any of these; librdkafka
+        // takes at most 10,000,000 messages.
         .set("queued.min.messages", cfg.flush.max_records.clamp(100_000, 10_000_000).to_string())
-        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string());
+        .set("queued.max.messages.kbytes", PREFETCH_KBYTES.to_string())
+        .set("fetch.queue.backoff.ms", PREFETCH_BACKOFF_MS.to_string());
     if let Some(id) = &cfg.kafka.instance_id {
         c.set("group.instance.id", id);
     }
