@@ -153,12 +153,12 @@ struct Applied {
 
 /// The most the consumer holds fetched and not yet taken: 64 MiB, about a second of a replay's
 /// records on this project's machines.
-const PREFETCH_KBYTES: u32 = 64 * 1024;
+pub const PREFETCH_KBYTES: u32 = 64 * 1024;
 
 /// How long a partition's fetching pauses once that much is held. librdkafka's default (1 s) is
 /// made for a queue that holds more than a second of records; with 64 MiB the consumer would
 /// empty it and then wait on the broker.
-const PREFETCH_BACKOFF_MS: u32 = 10;
+pub const PREFETCH_BACKOFF_MS: u32 = 10;
 
 fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer, ProcessorError> {
     let mut c = rdkafka::ClientConfig::new();
