@@ -152,7 +152,7 @@ impl ProcessorConfig {
     }
 
     /// The configuration of `processor replay`: its rounds are `flush.replay_max_records` long
-    /// (`queued.min.messages` follows the round; the 64 MiB prefetch bound is what binds).
+    /// (`queued.min.messages` follows the round; `pipeline::PREFETCH_KBYTES` is what binds).
     pub fn for_replay(mut self) -> Self {
         self.flush.max_records = self.flush.replay_max_records;
         self
