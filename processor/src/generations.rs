@@ -55,6 +55,13 @@ async fn has_progress(client: &Client, db: &str) -> Result<bool, ProcessorError>
     Ok(rows.first().is_some_and(|r| r.n > 0))
 }
 
+/// The database a replay copies the archive from: the served generation's, when it has
+/// processed anything (its archive is then complete up to its progress).
+pub async fn archive_source(client: &Client, base: &str) -> Result<Option<String>, ProcessorError> {
+    let db = generation_database(base, serving(client, base).await?);
+    Ok(has_progress(client, &db).await?.then_some(db))
+}
+
 /// A replay never goes into the generation being served. Returns whether the target already holds
 /// processed data (an interrupted replay then resumes).
 pub async fn check_replay_target(client: &Client, base: &str, generation: u32) -> Result<bool, ProcessorError> {

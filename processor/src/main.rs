@@ -45,7 +45,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
             println!("applied migrations: {applied:?}");
             Ok(())
         }
-        "run" => run(config.for_generation(), &base, false).await.map(|_| ()),
+        "run" => run(config.for_generation(), &base, None).await.map(|_| ()),
         "replay" => {
             let generation: u32 = flag(&args, "--generation")
                 .context("usage: processor replay --generation N [--config FILE]")?
@@ -53,6 +53,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
                 .context("--generation: must be a whole number")?;
             generations::ensure_serving_table(&base_client, &base).await?;
             let resuming = generations::check_replay_target(&base_client, &base, generation).await?;
+            let archive_source = generations::archive_source(&base_client, &base).await?;
             config.generation = generation;
             let config = config.for_generation().for_replay();
             eprintln!(
@@ -62,7 +63,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
                 config.kafka.group_id,
                 config.checkpoint.dir.display()
             );
-            if run(config, &base, true).await? {
+            if run(config, &base, Some(archive_source)).await? {
                 eprintln!(
                     "generation {generation} is built. Run processors with generation = {generation} to keep it \
                      current, then `processor switch {generation}`."
@@ -107,8 +108,9 @@ fn positional(args: &[String]) -> anyhow::Result<u32> {
 }
 
 /// Runs the pipeline of `config`'s generation; with `replay`, until it has caught up with the
-/// topic's end as of its start (true), or until a shutdown signal (false).
-async fn run(config: ProcessorConfig, base: &str, replay: bool) -> anyhow::Result<bool> {
+/// topic's end as of its start (true), or until a shutdown signal (false). A replay is given
+/// the database it copies the archive from, if any (`Pipeline::with_archive_source`).
+async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>) -> anyhow::Result<bool> {
     let client = config.clickhouse.client();
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
@@ -119,7 +121,9 @@ async fn run(config: ProcessorConfig, base: &str, replay: bool) -> anyhow::Resul
             tracing::info!(listen = %config.listen, "processor ops endpoints listening");
             tokio::spawn(async move { axum::serve(listener, ops).await });
         }
-        Err(e) if replay => tracing::info!(listen = %config.listen, error = %e, "no ops endpoints for this replay"),
+        Err(e) if replay.is_some() => {
+            tracing::info!(listen = %config.listen, error = %e, "no ops endpoints for this replay")
+        }
         Err(e) => return Err(e).with_context(|| format!("binding {}", config.listen)),
     }
 
@@ -141,8 +145,8 @@ async fn run(config: ProcessorConfig, base: &str, replay: bool) -> anyhow::Resul
     }
     let store = Store::new(client, metrics.clone());
     let pipeline = Pipeline::start(config, store, metrics, readiness).await?;
-    if replay {
-        Ok(pipeline.replay(common::http::shutdown_signal()).await?)
+    if let Some(source) = replay {
+        Ok(pipeline.with_archive_source(source).replay(common::http::shutdown_signal()).await?)
     } else {
         pipeline.run(common::http::shutdown_signal()).await?;
         Ok(true)

@@ -34,6 +34,10 @@ struct PartitionState {
     next_offset: i64,
     /// Offsets below this were archived and covered by written rows in an earlier run.
     archived_until: i64,
+    /// A replay's records below this offset whose `ts` the copy covers
+    /// (`queries::COPY_TS_MIN_MS..COPY_TS_MAX_MS`) have their archive rows copied from the
+    /// served generation (`Pipeline::copy_archive`), not encoded here; 0 otherwise.
+    copied_until: i64,
     high_watermark: i64,
     last_checkpoint: Instant,
     /// `next_offset` of the last checkpoint saved (or being saved), or -1: a partition that
@@ -59,6 +63,13 @@ pub struct Pipeline {
     checkpoint_in_flight: Option<tokio::task::JoinHandle<Vec<(i32, i64)>>>,
     /// Archive rows sent during the round (`archive_sends`); the flush settles them first.
     archive: ArchiveSends,
+    /// A replay's source of archive rows: the served generation's database (`copy_archive`).
+    archive_source: Option<String>,
+    /// Per partition, the offset below which the replay copies the archive (`copied_until`).
+    copied: BTreeMap<i32, i64>,
+    /// The replay's archive copy while it runs beside the reading; a flush waits for it before
+    /// it stores progress.
+    copy_in_flight: Option<tokio::task::JoinHandle<Result<(), ProcessorError>>>,
 }
 
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
@@ -199,7 +210,6 @@ impl Pipeline {
         let group = GroupContext::new(&cfg.kafka.topic);
         let consumer = consumer(&cfg, group.clone())?;
         wait_for_partitions(&consumer, &cfg.kafka.topic).await?;
-        consumer.subscribe(&[cfg.kafka.topic.as_str()])?;
         let checkpoints = cfg.checkpoint.enabled.then(|| Checkpoints::new(&cfg.checkpoint.dir));
         let limits = Limits { max_future_ms: i64::MAX / 4, ..Limits::default() };
         let dead_letters = dead_letter_producer(&cfg)?;
@@ -231,7 +241,59 @@ impl Pipeline {
             checkpoints,
             checkpoint_in_flight: None,
             archive,
+            archive_source: None,
+            copied: BTreeMap::new(),
+            copy_in_flight: None,
         })
+    }
+
+    /// Has a replay copy the archive rows the database `db` (the served generation's) holds,
+    /// rather than encode every record's row again (`copy_archive`).
+    pub fn with_archive_source(mut self, db: Option<String>) -> Self {
+        self.archive_source = db;
+        self
+    }
+
+    /// As a replay starts: copies the source generation's archive, per partition from the log's
+    /// start up to where that generation's progress stands (its archive is complete there; rows
+    /// of records the log no longer holds are left, as the replay does not count them), while
+    /// the replay reads. Its first flush waits for the copy before storing progress, so that a
+    /// replay interrupted at any point leaves an archive with every record its progress covers
+    /// (the records above the copy it archived itself). A resumed replay copies again; the
+    /// archive absorbs rows written twice (a `ReplacingMergeTree` on the event's key).
+    async fn start_archive_copy(&mut self, targets: &BTreeMap<i32, (i64, i64)>) -> Result<(), ProcessorError> {
+        let Some(src) = self.archive_source.clone() else { return Ok(()) };
+        let topic = self.cfg.kafka.topic.clone();
+        let mut ranges = Vec::new();
+        for (&p, &(low, high)) in targets {
+            let until = self.store.archived_until_in(&src, &topic, p as u32).await?.min(high);
+            self.copied.insert(p, until);
+            ranges.push((p, low, until));
+        }
+        let (store, configs, metrics) = (self.store.clone(), self.core.configs.clone(), self.core.metrics.clone());
+        let below = format!("{:?}", self.copied);
+        self.copy_in_flight = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            store.copy_archive(&src, &configs, &ranges).await?;
+            metrics.flush_seconds.with_label_values(&["copy"]).observe(started.elapsed().as_secs_f64());
+            tracing::info!(
+                source = %src,
+                below_offsets = %below,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "archive copied from the served generation"
+            );
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Waits for the replay's archive copy, if one runs: before progress is stored.
+    async fn archive_copied(&mut self) -> Result<(), ProcessorError> {
+        let Some(copy) = self.copy_in_flight.take() else { return Ok(()) };
+        let waiting = Instant::now();
+        let copied = copy.await.map_err(|e| ProcessorError::Generation(format!("archive copy: {e}")))?;
+        self.core.metrics.flush_seconds.with_label_values(&["copy_wait"]).observe(waiting.elapsed().as_secs_f64());
+        copied
     }
 
     fn catching_up(&self) -> bool {
@@ -288,6 +350,8 @@ impl Pipeline {
                     for (p, opened) in new.into_iter().zip(opened) {
                         // The broker or ClickHouse may be coming back: a partition that cannot be
                         // taken up now stays paused and is tried again after the next poll.
+                        let copied_until = self.copied.get(&p).copied().unwrap_or(0);
+                        let opened = opened.map(|(st, offset)| (PartitionState { copied_until, ..st }, offset));
                         if let Err(e) = opened.and_then(|(st, offset)| self.take_up(p, st, offset)) {
                             tracing::warn!(partition = p, error = %e, "partition not taken up yet; retrying");
                             not_yet.push(p);
@@ -352,7 +416,9 @@ impl Pipeline {
             let (low, high) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, p))?;
             targets.insert(p, (low, high));
         }
-        self.run_until(shutdown, Some(targets)).await
+        let mut pipeline = self;
+        pipeline.start_archive_copy(&targets).await?;
+        pipeline.run_until(shutdown, Some(targets)).await
     }
 
     async fn run_until(
@@ -360,6 +426,9 @@ impl Pipeline {
         shutdown: impl std::future::Future<Output = ()>,
         targets: Option<BTreeMap<i32, (i64, i64)>>,
     ) -> Result<bool, ProcessorError> {
+        // Joined here, not at start: a replay's archive copy, however long, comes first and
+        // must not hold a group membership nobody polls.
+        self.consumer.subscribe(&[self.cfg.kafka.topic.as_str()])?;
         tokio::pin!(shutdown);
         let mut progress =
             targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));
@@ -476,17 +545,21 @@ impl Pipeline {
                 if finished && !stop {
                     self.flush(true).await?;
                     self.checkpoint(true).await;
+                    // A replay that had nothing left to write has not waited for it yet.
+                    self.archive_copied().await?;
                     progress.finish(done);
                     let spent =
                         |step: &str| self.core.metrics.flush_seconds.with_label_values(&[step]).get_sample_sum();
                     tracing::info!(
                         consume_s = consuming.as_secs_f64(),
+                        copy_s = spent("copy"),
+                        copy_wait_s = spent("copy_wait"),
                         apply_s = spent("apply"),
                         engine_s = spent("engine"),
                         archive_s = spent("archive"),
                         write_s = spent("write"),
                         snapshot_s = spent("snapshot"),
-                        "replay time by step (consume: taking records from the consumer; archive: waiting for archive rows sent during rounds)"
+                        "replay time by step (copy: the served generation's archive, beside the reading; copy_wait: a flush waiting for it; consume: taking records from the consumer; archive: waiting for archive rows sent during rounds)"
                     );
                     return Ok(true);
                 }
@@ -572,6 +645,7 @@ impl Pipeline {
                 Err(_) => return Err(ProcessorError::DeadLetter("delivery cancelled".into())),
             }
         }
+        self.archive_copied().await?;
         let write_started = Instant::now();
         self.write_with_retry(&batch, stopping).await?;
         self.core.metrics.flush_seconds.with_label_values(&["write"]).observe(write_started.elapsed().as_secs_f64());
@@ -821,7 +895,8 @@ fn apply_records(
                 a.as_of.insert(ev.community_id.to_owned(), ev.ts_ms);
             }
         }
-        if offset >= st.archived_until {
+        let copied = offset < st.copied_until && (queries::COPY_TS_MIN_MS..queries::COPY_TS_MAX_MS).contains(&ev.ts_ms);
+        if offset >= st.archived_until && !copied {
             a.raw.push(&RawEventRow::new(&ev, configs.get(ev.community_id), partition, offset));
         }
     }
@@ -937,6 +1012,7 @@ async fn open_partition(
         version: max_version + 1,
         next_offset,
         archived_until,
+        copied_until: 0,
         high_watermark: high,
         last_checkpoint: Instant::now(),
         checkpointed_offset: if from_checkpoint { next_offset } else { -1 },

@@ -173,6 +173,7 @@ impl Order {
     }
 }
 
+#[derive(Clone)]
 pub struct Store {
     client: Client,
     metrics: Metrics,
@@ -303,6 +304,64 @@ impl Store {
         }
         let rows = self.client.query(queries::ARCHIVED_UNTIL).bind(topic).bind(partition).fetch_all::<O>().await?;
         Ok(rows.first().map(|r| r.o).unwrap_or(0))
+    }
+
+    /// `archived_until` as the database `db` (another generation's) has it.
+    pub async fn archived_until_in(&self, db: &str, topic: &str, partition: u32) -> Result<i64, ProcessorError> {
+        #[derive(Row, Deserialize)]
+        struct O {
+            o: i64,
+        }
+        let sql = queries::archived_until_in(db);
+        let rows = self.client.query(&sql).bind(topic).bind(partition).fetch_all::<O>().await?;
+        Ok(rows.first().map(|r| r.o).unwrap_or(0))
+    }
+
+    /// Copies the archive rows of `src` (another generation's database) in each partition's
+    /// offsets `ranges` (partition, from, until) into this database's archive, with `local_day` and `participation`
+    /// computed by ClickHouse for `configs`: one `INSERT ... SELECT` per distinct (time zone,
+    /// participation types) among the communities, so ClickHouse moves the rows column by column
+    /// instead of the processor decoding and encoding each event again.
+    pub async fn copy_archive(
+        &self,
+        src: &str,
+        configs: &engine::Configs,
+        ranges: &[(i32, i64, i64)],
+    ) -> Result<(), ProcessorError> {
+        let ranges: Vec<(i32, i64, i64)> = ranges.iter().copied().filter(|&(_, from, until)| until > from).collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        type Key = (String, Vec<&'static str>);
+        let key = |c: &engine::CommunityConfig| -> Key {
+            let mut types: Vec<&'static str> = c.participation_types.iter().map(|t| t.as_str()).collect();
+            types.sort_unstable();
+            types.dedup();
+            (c.timezone.name().to_string(), types)
+        };
+        let default = key(&configs.default);
+        // Communities configured unlike the default, by their configuration.
+        let mut groups: std::collections::BTreeMap<Key, Vec<&str>> = std::collections::BTreeMap::new();
+        for (id, c) in &configs.communities {
+            let k = key(c);
+            if k != default {
+                groups.entry(k).or_default().push(id);
+            }
+        }
+        let others: Vec<&str> = groups.values().flatten().copied().collect();
+        let statements = groups.iter().map(|(k, ids)| (k, ids, false)).chain([(&default, &others, true)]);
+        for ((tz, types), ids, not_in) in statements {
+            let sql = queries::copy_archive(src, types, ranges.len(), ids.len(), not_in);
+            let mut q = self.client.query(&sql).bind(tz.as_str());
+            for &(p, from, until) in &ranges {
+                q = q.bind(p).bind(from).bind(until);
+            }
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.execute().await?;
+        }
+        Ok(())
     }
 
     /// The rows of one derived table this partition wrote after `after_version` (zeros

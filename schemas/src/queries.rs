@@ -146,6 +146,47 @@ pub fn churn(from: bool, to: bool) -> String {
     )
 }
 
+/// `ARCHIVED_UNTIL` in another database (the served generation's, from which a replay copies).
+pub fn archived_until_in(db: &str) -> String {
+    format!("SELECT toInt64(max(next_offset)) AS o FROM {db}.processor_progress WHERE topic = ? AND partition = ?")
+}
+
+/// The events a replay takes from the served generation's archive by `copy_archive` instead of
+/// encoding their rows again: those whose `ts` lies in `[COPY_TS_MIN_MS, COPY_TS_MAX_MS)`, where
+/// ClickHouse's `toDateTime` and the processor's `local_day` agree with no clamping (two days
+/// after the epoch, so no time zone's date falls before it; before 2100, well inside
+/// `DateTime`'s range on every ClickHouse version). The replay encodes the others itself.
+pub const COPY_TS_MIN_MS: i64 = 2 * 86_400_000;
+pub const COPY_TS_MAX_MS: i64 = 4_102_444_800_000;
+
+/// Copies archive rows from `src.events_raw` into this database's `events_raw`, with `local_day`
+/// and `participation` computed for one community configuration, as the processor would write
+/// them: `participation` lists its participation types (`type` values, as archived). Binds, in
+/// order: the time zone (an IANA name), then `ranges` triples of (partition, first offset
+/// copied, first offset not copied), then `communities` community ids, which the rows' community must be in (`not_in`:
+/// must not be in; with none and `not_in`, every community).
+pub fn copy_archive(src: &str, participation: &[&str], ranges: usize, communities: usize, not_in: bool) -> String {
+    let participates = if participation.is_empty() {
+        "0".to_string()
+    } else {
+        let types: Vec<String> = participation.iter().map(|t| format!("'{t}'")).collect();
+        format!("is_bot = 0 AND type IN ({})", types.join(", "))
+    };
+    let ranges = vec!["(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)"; ranges.max(1)].join(" OR ");
+    let mut filter = format!("({ranges}) AND ts_ms >= {COPY_TS_MIN_MS} AND ts_ms < {COPY_TS_MAX_MS}");
+    if communities > 0 {
+        let ids = vec!["?"; communities].join(", ");
+        filter.push_str(&format!(" AND community_id {}IN ({ids})", if not_in { "NOT " } else { "" }));
+    }
+    format!(
+        "INSERT INTO events_raw (community_id, event_id, type, group_id, member_id, ts_ms, platform, is_bot, props, \
+         kafka_partition, kafka_offset, local_day, participation) \
+         SELECT community_id, event_id, type, group_id, member_id, ts_ms, platform, is_bot, props, kafka_partition, \
+         kafka_offset, toDate(toDateTime(intDiv(ts_ms, 1000), ?)), toUInt8({participates}) \
+         FROM {src}.events_raw WHERE {filter}"
+    )
+}
+
 /// The rows of one partition written after a version (zero rows included: they overwrote
 /// something), oldest version first: seeded in that order, the newest of a key wins, as `FINAL`
 /// would choose, without `FINAL`'s merge of the whole table (seconds at millions of rows).
@@ -275,6 +316,12 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     emit("query", bind(ARCHIVED_UNTIL, &["engagement-events", "0"]));
     emit("query", bind(WRITTEN_COHORTS, &["0", "0"]));
     emit("query", bind(WRITTEN_RETENTION, &["0", "0"]));
+    emit("query", bind(&archived_until_in(db), &["engagement-events", "0"]));
+    // The copy from the archive into itself, of empty offset ranges: this list runs on live test
+    // stacks, and a copy that matched rows would rewrite their `local_day` and `participation`.
+    let copy = copy_archive(db, &["message_posted", "checkin"], 2, 1, false);
+    emit("query", bind(&copy, &["Asia/Shanghai", "0", "0", "0", "1", "5", "5", "demo"]));
+    emit("query", bind(&copy_archive(db, &[], 1, 1, true), &["UTC", "0", "0", "0", "demo"]));
     out
 }
 

@@ -138,17 +138,19 @@ async fn main() -> Result<()> {
         .and_then(|l| l.split("elapsed_s=").nth(1))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok());
-    let step = |name: &str| -> String {
+    let seconds = |name: &str| -> Option<f64> {
         log.lines()
             .find(|l| l.contains("replay time by step"))
             .and_then(|l| l.split(&format!("{name}=")).nth(1))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<f64>().ok())
-            .map_or("?".into(), |v| format!("{v:.2} s"))
     };
+    let step = |name: &str| -> String { seconds(name).map_or("?".into(), |v| format!("{v:.2} s")) };
     println!();
     println!(
-        "replay time by step: consume {}, apply {}, archive sent early {}, engine flush {}, ClickHouse write {}, snapshot {}",
+        "replay time by step: archive copy (beside the reading) {}, waited for {}, consume {}, apply {}, archive sent early {}, engine flush {}, ClickHouse write {}, snapshot {}",
+        step("copy_s"),
+        step("copy_wait_s"),
         step("consume_s"),
         step("apply_s"),
         step("archive_s"),
@@ -188,6 +190,17 @@ async fn main() -> Result<()> {
         );
     }
     println!("events counted in the replay's generation: {} (the same as the serving one)", counted[1]);
+    // The archive, copied or encoded, must hold every event once, as the serving one does.
+    let mut archived = Vec::new();
+    for db in [stack.database.clone(), format!("{}_g1", stack.database)] {
+        let q = format!("SELECT count() FROM {db}.events_raw FINAL FORMAT TSV");
+        let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
+        archived.push(r.trim().parse::<u64>()?);
+    }
+    if archived[0] != archived[1] || archived[0] != records as u64 {
+        bail!("events archived: {} in generation 0, {} in generation 1, {records} sent", archived[0], archived[1]);
+    }
+    println!("events archived in the replay's generation: {} (the same as the serving one)", archived[1]);
     // Blocks ClickHouse found sorted by the table's key need no sort (the archive is sent so).
     let q = "SELECT event, value FROM system.events WHERE event LIKE 'MergeTreeDataWriterBlocks%' FORMAT TSV";
     let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;

@@ -1,0 +1,70 @@
+//! The replay's archive copy (`Store::copy_archive`) against a stand-in for ClickHouse: one
+//! statement per distinct (time zone, participation types), the communities configured unlike
+//! the default named in theirs and left out of the default's; each partition's offset range.
+//! What ClickHouse makes of the statements is checked end to end (`tests/tests/replay_archive.rs`).
+
+mod support;
+
+use engine::{CommunityConfig, Configs};
+use schemas::EventType;
+use std::collections::HashMap;
+use std::sync::Arc;
+use support::{store_against, Recorder};
+
+fn statements(rec: &Recorder) -> Vec<String> {
+    let bodies = rec.bodies.lock().unwrap();
+    let mut out: Vec<String> = bodies.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn one_statement_per_configuration_with_the_communities_that_have_it() {
+    let rec = Arc::new(Recorder::default());
+    let store = store_against(rec.clone()).await;
+    let shanghai = CommunityConfig { timezone: "Asia/Shanghai".parse().unwrap(), ..CommunityConfig::default() };
+    let fewer = CommunityConfig { participation_types: vec![EventType::Checkin], ..CommunityConfig::default() };
+    let configs = Configs {
+        default: CommunityConfig::default(),
+        communities: HashMap::from([
+            ("sh-1".to_string(), shanghai.clone()),
+            ("sh-2".to_string(), shanghai),
+            ("checkins".to_string(), fewer),
+            // Configured, but as the default is: copied with the default's statement.
+            ("same".to_string(), CommunityConfig::default()),
+        ]),
+    };
+    // A partition whose range is empty is not copied.
+    store.copy_archive("engagement", &configs, &[(0, 0, 100), (1, 40, 70), (2, 9, 9)]).await.unwrap();
+    let sql = statements(&rec);
+    assert_eq!(sql.len(), 3, "{sql:#?}");
+    for s in &sql {
+        assert!(s.starts_with("INSERT INTO events_raw ("), "{s}");
+        assert!(s.contains("FROM engagement.events_raw WHERE"), "{s}");
+        assert!(s.contains("(kafka_partition = 0 AND kafka_offset >= 0 AND kafka_offset < 100)"), "{s}");
+        assert!(s.contains("(kafka_partition = 1 AND kafka_offset >= 40 AND kafka_offset < 70)"), "{s}");
+        assert!(!s.contains("kafka_partition = 2"), "{s}");
+    }
+    let with = |needle: &str| sql.iter().filter(|s| s.contains(needle)).cloned().collect::<Vec<_>>();
+    let shanghai = with("'Asia/Shanghai'");
+    assert_eq!(shanghai.len(), 1, "{sql:#?}");
+    assert!(shanghai[0].contains("community_id IN ('sh-1', 'sh-2')"), "{}", shanghai[0]);
+    assert!(shanghai[0].contains("type IN ('activity_participated', 'checkin', 'message_posted', 'reaction_added')"));
+    let checkins = with("type IN ('checkin')");
+    assert_eq!(checkins.len(), 1, "{sql:#?}");
+    assert!(checkins[0].contains("community_id IN ('checkins')") && checkins[0].contains("'UTC'"), "{}", checkins[0]);
+    let default = with("NOT IN");
+    assert_eq!(default.len(), 1, "{sql:#?}");
+    assert!(default[0].contains("'UTC'") && !default[0].contains("'same'"), "{}", default[0]);
+    for id in ["'checkins'", "'sh-1'", "'sh-2'"] {
+        assert!(default[0].contains(id), "the default's statement leaves out {id}: {}", default[0]);
+    }
+}
+
+#[tokio::test]
+async fn nothing_to_copy_sends_nothing() {
+    let rec = Arc::new(Recorder::default());
+    let store = store_against(rec.clone()).await;
+    store.copy_archive("engagement", &Configs::default(), &[(0, 5, 5), (1, 0, 0)]).await.unwrap();
+    assert!(statements(&rec).is_empty());
+}
