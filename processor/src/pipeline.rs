@@ -36,7 +36,7 @@ struct PartitionState {
     archived_until: i64,
     /// A replay's records below this offset whose `ts` the copy covers
     /// (`queries::COPY_TS_MIN_MS..COPY_TS_MAX_MS`) have their archive rows copied from the
-    /// served generation (`Pipeline::copy_archive`), not encoded here; 0 otherwise.
+    /// served generation (`Pipeline::start_archive_copy`), not encoded here; 0 otherwise.
     copied_until: i64,
     high_watermark: i64,
     last_checkpoint: Instant,
@@ -63,7 +63,7 @@ pub struct Pipeline {
     checkpoint_in_flight: Option<tokio::task::JoinHandle<Vec<(i32, i64)>>>,
     /// Archive rows sent during the round (`archive_sends`); the flush settles them first.
     archive: ArchiveSends,
-    /// A replay's source of archive rows: the served generation's database (`copy_archive`).
+    /// A replay's source of archive rows: the served generation's database (`start_archive_copy`).
     archive_source: Option<String>,
     /// Per partition, the offset below which the replay copies the archive (`copied_until`).
     copied: BTreeMap<i32, i64>,
@@ -248,7 +248,7 @@ impl Pipeline {
     }
 
     /// Has a replay copy the archive rows the database `db` (the served generation's) holds,
-    /// rather than encode every record's row again (`copy_archive`).
+    /// rather than encode every record's row again (`start_archive_copy`).
     pub fn with_archive_source(mut self, db: Option<String>) -> Self {
         self.archive_source = db;
         self
@@ -644,6 +644,14 @@ impl Pipeline {
                 Ok(Err((e, _))) => return Err(ProcessorError::DeadLetter(e.to_string())),
                 Err(_) => return Err(ProcessorError::DeadLetter("delivery cancelled".into())),
             }
+        }
+        if stopping && self.copy_in_flight.as_ref().is_some_and(|c| !c.is_finished()) {
+            // No progress may be stored before the copy ends; a resumed replay copies again.
+            if let Some(copy) = self.copy_in_flight.take() {
+                copy.abort();
+            }
+            tracing::info!("replay stopped during its archive copy; nothing written, a resumed replay starts over");
+            return Ok(());
         }
         self.archive_copied().await?;
         let write_started = Instant::now();

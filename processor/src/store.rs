@@ -318,10 +318,10 @@ impl Store {
     }
 
     /// Copies the archive rows of `src` (another generation's database) in each partition's
-    /// offsets `ranges` (partition, from, until) into this database's archive, with `local_day` and `participation`
-    /// computed by ClickHouse for `configs`: one `INSERT ... SELECT` per distinct (time zone,
-    /// participation types) among the communities, so ClickHouse moves the rows column by column
-    /// instead of the processor decoding and encoding each event again.
+    /// offsets `ranges` (partition, from, until) into this database's archive, with `local_day`
+    /// and `participation` computed by ClickHouse for `configs`: one `INSERT ... SELECT` per
+    /// distinct (time zone, participation types) among the communities, so ClickHouse moves the
+    /// rows column by column instead of the processor decoding and encoding each event again.
     pub async fn copy_archive(
         &self,
         src: &str,
@@ -348,7 +348,10 @@ impl Store {
                 groups.entry(k).or_default().push(id);
             }
         }
-        let others: Vec<&str> = groups.values().flatten().copied().collect();
+        // Sorted: the same configuration always makes the same statements.
+        groups.values_mut().for_each(|ids| ids.sort_unstable());
+        let mut others: Vec<&str> = groups.values().flatten().copied().collect();
+        others.sort_unstable();
         let statements = groups.iter().map(|(k, ids)| (k, ids, false)).chain([(&default, &others, true)]);
         for ((tz, types), ids, not_in) in statements {
             let sql = queries::copy_archive(src, types, ranges.len(), ids.len(), not_in);

@@ -163,8 +163,8 @@ pub const COPY_TS_MAX_MS: i64 = 4_102_444_800_000;
 /// and `participation` computed for one community configuration, as the processor would write
 /// them: `participation` lists its participation types (`type` values, as archived). Binds, in
 /// order: the time zone (an IANA name), then `ranges` triples of (partition, first offset
-/// copied, first offset not copied), then `communities` community ids, which the rows' community must be in (`not_in`:
-/// must not be in; with none and `not_in`, every community).
+/// copied, first offset not copied), then `communities` community ids, which the rows'
+/// community must be in (`not_in`: must not be in; with none and `not_in`, every community).
 pub fn copy_archive(src: &str, participation: &[&str], ranges: usize, communities: usize, not_in: bool) -> String {
     let participates = if participation.is_empty() {
         "0".to_string()
