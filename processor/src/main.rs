@@ -109,7 +109,7 @@ fn positional(args: &[String]) -> anyhow::Result<u32> {
 
 /// Runs the pipeline of `config`'s generation; with `replay`, until it has caught up with the
 /// topic's end as of its start (true), or until a shutdown signal (false). A replay is given
-/// the database it copies the archive from, if any (`Pipeline::with_archive_source`).
+/// the database it copies the archive from, if any (`Pipeline::replay`).
 async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>) -> anyhow::Result<bool> {
     let client = config.clickhouse.client();
     let metrics = Metrics::new()?;
@@ -146,7 +146,7 @@ async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>
     let store = Store::new(client, metrics.clone());
     let pipeline = Pipeline::start(config, store, metrics, readiness).await?;
     if let Some(source) = replay {
-        Ok(pipeline.with_archive_source(source).replay(common::http::shutdown_signal()).await?)
+        Ok(pipeline.replay(source, common::http::shutdown_signal()).await?)
     } else {
         pipeline.run(common::http::shutdown_signal()).await?;
         Ok(true)

@@ -63,8 +63,6 @@ pub struct Pipeline {
     checkpoint_in_flight: Option<tokio::task::JoinHandle<Vec<(i32, i64)>>>,
     /// Archive rows sent during the round (`archive_sends`); the flush settles them first.
     archive: ArchiveSends,
-    /// A replay's source of archive rows: the served generation's database (`start_archive_copy`).
-    archive_source: Option<String>,
     /// Per partition, the offset below which the replay copies the archive (`copied_until`).
     copied: BTreeMap<i32, i64>,
     /// The replay's archive copy while it runs beside the reading; a flush waits for it before
@@ -241,28 +239,23 @@ impl Pipeline {
             checkpoints,
             checkpoint_in_flight: None,
             archive,
-            archive_source: None,
             copied: BTreeMap::new(),
             copy_in_flight: None,
         })
     }
 
-    /// Has a replay copy the archive rows the database `db` (the served generation's) holds,
-    /// rather than encode every record's row again (`start_archive_copy`).
-    pub fn with_archive_source(mut self, db: Option<String>) -> Self {
-        self.archive_source = db;
-        self
-    }
-
-    /// As a replay starts: copies the source generation's archive, per partition from the log's
+    /// As a replay starts: copies the archive of `src` (the served generation's database), per partition from the log's
     /// start up to where that generation's progress stands (its archive is complete there; rows
     /// of records the log no longer holds are left, as the replay does not count them), while
     /// the replay reads. Its first flush waits for the copy before storing progress, so that a
     /// replay interrupted at any point leaves an archive with every record its progress covers
     /// (the records above the copy it archived itself). A resumed replay copies again; the
     /// archive absorbs rows written twice (a `ReplacingMergeTree` on the event's key).
-    async fn start_archive_copy(&mut self, targets: &BTreeMap<i32, (i64, i64)>) -> Result<(), ProcessorError> {
-        let Some(src) = self.archive_source.clone() else { return Ok(()) };
+    async fn start_archive_copy(
+        &mut self,
+        src: String,
+        targets: &BTreeMap<i32, (i64, i64)>,
+    ) -> Result<(), ProcessorError> {
         let topic = self.cfg.kafka.topic.clone();
         let mut ranges = Vec::new();
         for (&p, &(low, high)) in targets {
@@ -407,8 +400,14 @@ impl Pipeline {
     }
 
     /// Reads the topic up to its end as of now, writes everything, and returns (true), or stops
-    /// early on `shutdown` (false; a later replay resumes). Reports progress as it goes.
-    pub async fn replay(self, shutdown: impl std::future::Future<Output = ()>) -> Result<bool, ProcessorError> {
+    /// early on `shutdown` (false; a later replay resumes). Reports progress as it goes. With
+    /// `archive_source` (the served generation's database), the archive rows it holds are copied
+    /// rather than encoded again (`start_archive_copy`).
+    pub async fn replay(
+        mut self,
+        archive_source: Option<String>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<bool, ProcessorError> {
         let topic = self.cfg.kafka.topic.clone();
         let ids = wait_for_partitions(&self.consumer, &topic).await?;
         let mut targets = BTreeMap::new();
@@ -416,9 +415,10 @@ impl Pipeline {
             let (low, high) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, p))?;
             targets.insert(p, (low, high));
         }
-        let mut pipeline = self;
-        pipeline.start_archive_copy(&targets).await?;
-        pipeline.run_until(shutdown, Some(targets)).await
+        if let Some(src) = archive_source {
+            self.start_archive_copy(src, &targets).await?;
+        }
+        self.run_until(shutdown, Some(targets)).await
     }
 
     async fn run_until(
