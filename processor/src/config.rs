@@ -21,6 +21,10 @@ pub struct ProcessorConfig {
     /// Threads that decode and apply records and flush the engines, each partition on one thread
     /// at a time; 0 means one per core. More threads than assigned partitions do not help.
     pub engine_threads: usize,
+    /// Events dated before this instant (RFC 3339, e.g. `2025-01-01T00:00:00Z`) are not counted:
+    /// the derived tables are those of a log that began then (`processor replay --from`). Unset,
+    /// every event counts. A generation keeps the value it was built with (checked at start).
+    pub counts_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +138,7 @@ impl Default for ProcessorConfig {
             generation: 0,
             metrics: engine::Configs::default(),
             engine_threads: 0,
+            counts_from: None,
         }
     }
 }
@@ -158,8 +163,20 @@ impl ProcessorConfig {
         self
     }
 
+    /// `counts_from` in milliseconds since the epoch (`validate` has checked it parses).
+    pub fn counts_from_ms(&self) -> Option<i64> {
+        self.counts_from.as_deref().and_then(|t| schemas::validate::parse_ts(t).ok())
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
+        if let Some(t) = &self.counts_from {
+            if schemas::validate::parse_ts(t).is_err() {
+                return Err(format!(
+                    "counts_from: must be an RFC 3339 time with an offset (e.g. 2025-01-01T00:00:00Z), got {t:?}"
+                ));
+            }
+        }
         if self.flush.max_records == 0 {
             return Err("flush.max_records: must be at least 1".into());
         }

@@ -17,6 +17,7 @@ pub async fn ensure_serving_table(client: &Client, base: &str) -> Result<(), Pro
     let root = root(client);
     root.query(&format!("CREATE DATABASE IF NOT EXISTS {base}")).execute().await?;
     root.query(&schemas::ddl::serving_table(base)).execute().await?;
+    root.query(&schemas::ddl::generation_counts_from_table(base)).execute().await?;
     Ok(())
 }
 
@@ -73,6 +74,62 @@ pub async fn check_replay_target(client: &Client, base: &str, generation: u32) -
         )));
     }
     has_progress(client, &generation_database(base, generation)).await
+}
+
+/// A generation's tables are one function of the log and its configuration: events before
+/// `counts_from` are left out by every processor that writes it, or by none. A generation that
+/// holds nothing yet takes `counts_from_ms` (recorded in the base database); one that holds
+/// processed data keeps what it was built with, and a processor configured otherwise must not
+/// write it.
+pub async fn check_counts_from(
+    client: &Client,
+    base: &str,
+    generation: u32,
+    counts_from_ms: Option<i64>,
+) -> Result<(), ProcessorError> {
+    #[derive(Row, Deserialize)]
+    struct Recorded {
+        ms: i64,
+        n: u64,
+    }
+    let wanted = counts_from_ms.unwrap_or(i64::MIN);
+    if has_progress(client, &generation_database(base, generation)).await? {
+        let rows = root(client)
+            .query(&schemas::queries::generation_counts_from(base))
+            .bind(generation)
+            .fetch_all::<Recorded>()
+            .await?;
+        // Written before this check existed: it is recorded as configured now.
+        if let Some(r) = rows.first().filter(|r| r.n > 0) {
+            if r.ms != wanted {
+                return Err(ProcessorError::Generation(format!(
+                    "counts_from: generation {generation} was built counting {}, this configuration counts {}; \
+                     configure the same counts_from (a replay's --from), or replay into a new generation",
+                    describe_counts_from(r.ms),
+                    describe_counts_from(wanted)
+                )));
+            }
+            return Ok(());
+        }
+    }
+    root(client)
+        .query(&format!(
+            "INSERT INTO {base}.generation_counts_from (generation, counts_from_ms, recorded_at_ms) \
+             VALUES ({generation}, {wanted}, {})",
+            chrono::Utc::now().timestamp_millis()
+        ))
+        .execute()
+        .await?;
+    Ok(())
+}
+
+fn describe_counts_from(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) if ms != i64::MIN => {
+            format!("events from {}", t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        }
+        _ => "every event".to_string(),
+    }
 }
 
 /// Points the query API at `generation` (every API instance follows within its cache time).

@@ -1,7 +1,8 @@
 //! `processor [run] [--config FILE]` consumes and writes; `processor migrate` only applies the
 //! ClickHouse migrations (run also applies them at start). For table generations (see
 //! docs/operations.md, "Replay"): `processor replay --generation N` rebuilds every derived table
-//! from the log into generation N and exits once it has caught up; `processor switch N` makes the
+//! from the log into generation N and exits once it has caught up (`--from TIME`: counting only
+//! events from then, `counts_from`); `processor switch N` makes the
 //! query API serve generation N; `processor serving` prints the generation served;
 //! `processor drop-generation N` drops one that is not served.
 
@@ -48,11 +49,19 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
         "run" => run(config.for_generation(), &base, None).await.map(|_| ()),
         "replay" => {
             let generation: u32 = flag(&args, "--generation")
-                .context("usage: processor replay --generation N [--config FILE]")?
+                .context("usage: processor replay --generation N [--from TIME] [--config FILE]")?
                 .parse()
                 .context("--generation: must be a whole number")?;
+            if let Some(from) = flag(&args, "--from") {
+                if config.counts_from.as_deref().is_some_and(|c| c != from) {
+                    bail!("--from {from}: the configuration's counts_from says otherwise; give one of them");
+                }
+                config.counts_from = Some(from.to_owned());
+                config.validate().map_err(anyhow::Error::msg).context("--from")?;
+            }
             generations::ensure_serving_table(&base_client, &base).await?;
             let resuming = generations::check_replay_target(&base_client, &base, generation).await?;
+            generations::check_counts_from(&base_client, &base, generation, config.counts_from_ms()).await?;
             let archive_source = generations::archive_source(&base_client, &base).await?;
             config.generation = generation;
             let config = config.for_generation().for_replay();
@@ -63,10 +72,14 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
                 config.kafka.group_id,
                 config.checkpoint.dir.display()
             );
+            let counts_from = match &config.counts_from {
+                Some(t) => format!(" and counts_from = {t:?}"),
+                None => String::new(),
+            };
             if run(config, &base, Some(archive_source)).await? {
                 eprintln!(
-                    "generation {generation} is built. Run processors with generation = {generation} to keep it \
-                     current, then `processor switch {generation}`."
+                    "generation {generation} is built. Run processors with generation = {generation}{counts_from} to \
+                     keep it current, then `processor switch {generation}`."
                 );
             }
             Ok(())
@@ -142,6 +155,9 @@ async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+    if replay.is_none() {
+        generations::check_counts_from(&client, base, config.generation, config.counts_from_ms()).await?;
     }
     let store = Store::new(client, metrics.clone());
     let pipeline = Pipeline::start(config, store, metrics, readiness).await?;

@@ -6,6 +6,7 @@ pub struct Metrics {
     pub records_consumed: IntCounter,
     pub events_processed: IntCounter,
     pub duplicates: IntCounter,
+    pub before_counts_from: IntCounter,
     pub invalid_records: IntCounterVec,
     pub consumer_lag: IntGauge,
     pub clickhouse_insert_seconds: HistogramVec,
@@ -29,6 +30,10 @@ impl Metrics {
             duplicates: IntCounter::new(
                 "processor_duplicate_events_total",
                 "Events dropped as duplicates of an event id",
+            )?,
+            before_counts_from: IntCounter::new(
+                "processor_events_before_counts_from_total",
+                "Valid events dated before the configuration's counts_from, not counted",
             )?,
             invalid_records: IntCounterVec::new(
                 Opts::new(
@@ -78,6 +83,7 @@ impl Metrics {
         m.registry.register(Box::new(m.records_consumed.clone()))?;
         m.registry.register(Box::new(m.events_processed.clone()))?;
         m.registry.register(Box::new(m.duplicates.clone()))?;
+        m.registry.register(Box::new(m.before_counts_from.clone()))?;
         m.registry.register(Box::new(m.invalid_records.clone()))?;
         m.registry.register(Box::new(m.consumer_lag.clone()))?;
         m.registry.register(Box::new(m.clickhouse_insert_seconds.clone()))?;

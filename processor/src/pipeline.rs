@@ -81,6 +81,9 @@ struct Core {
     /// Archive rows of applied records not yet sent, per partition.
     pending_raw: BTreeMap<i32, EncodedRows>,
     limits: Limits,
+    /// Events dated before this are not counted (`ProcessorConfig::counts_from`; `i64::MIN`
+    /// when unset).
+    counts_from_ms: i64,
     progress_dirty: bool,
     dead_letters: FutureProducer,
     dead_letter_topic: String,
@@ -156,6 +159,8 @@ struct Applied {
     dead: Vec<(i64, Vec<u8>, String)>,
     invalid: Vec<&'static str>,
     duplicates: u64,
+    /// Valid events dated before `counts_from`, left out.
+    before_counts_from: u64,
     processed: u64,
     as_of: HashMap<String, i64>,
 }
@@ -219,6 +224,7 @@ impl Pipeline {
             as_of: HashMap::new(),
             pending_raw: BTreeMap::new(),
             limits,
+            counts_from_ms: cfg.counts_from_ms().unwrap_or(i64::MIN),
             progress_dirty: true,
             dead_letters,
             dead_letter_topic: cfg.kafka.dead_letter_topic.clone(),
@@ -264,10 +270,12 @@ impl Pipeline {
             ranges.push((p, low, until));
         }
         let (store, configs, metrics) = (self.store.clone(), self.core.configs.clone(), self.core.metrics.clone());
+        // Events before `counts_from` are not archived in this generation.
+        let ts_min_ms = self.core.counts_from_ms.max(queries::COPY_TS_MIN_MS);
         let below = format!("{:?}", self.copied);
         self.copy_in_flight = Some(tokio::spawn(async move {
             let started = Instant::now();
-            store.copy_archive(&src, &configs, &ranges).await?;
+            store.copy_archive(&src, &configs, &ranges, ts_min_ms).await?;
             metrics.flush_seconds.with_label_values(&["copy"]).observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 source = %src,
@@ -838,14 +846,14 @@ impl Core {
         self.unapplied = 0;
         // Partitions no longer held leave their records (and blocks) behind here.
         let mut received = std::mem::take(&mut self.received);
-        let (configs, limits) = (&self.configs, &self.limits);
+        let (configs, limits, counts_from_ms) = (&self.configs, &self.limits, self.counts_from_ms);
         let work: Vec<(i32, &mut PartitionState, Received)> = self
             .partitions
             .iter_mut()
             .filter_map(|(&p, st)| received.remove(&p).map(|records| (p, st, records)))
             .collect();
         let applied = crate::parallel::map_on_threads(work, self.threads, |(p, st, mut records)| {
-            let a = apply_records(p, st, &records, configs, limits);
+            let a = apply_records(p, st, &records, configs, limits, counts_from_ms);
             records.clear();
             (p, a, records)
         });
@@ -855,6 +863,7 @@ impl Core {
                 self.metrics.invalid_records.with_label_values(&[label]).inc();
             }
             self.metrics.duplicates.inc_by(a.duplicates);
+            self.metrics.before_counts_from.inc_by(a.before_counts_from);
             self.metrics.events_processed.inc_by(a.processed);
             for (community, ts) in a.as_of {
                 let e = self.as_of.entry(community).or_insert(ts);
@@ -876,6 +885,7 @@ fn apply_records(
     records: &Received,
     configs: &engine::Configs,
     limits: &Limits,
+    counts_from_ms: i64,
 ) -> Applied {
     let mut a = Applied::default();
     for (offset, payload) in records.records() {
@@ -892,6 +902,12 @@ fn apply_records(
             }
         };
         let ev = parsed.view();
+        // Left out before the engine sees it, as if the log held no such event: not counted,
+        // not a duplicate of a later event with its id, not archived.
+        if ev.ts_ms < counts_from_ms {
+            a.before_counts_from += 1;
+            continue;
+        }
         if !st.engine.apply_view(&ev) {
             a.duplicates += 1;
             continue;

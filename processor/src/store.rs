@@ -327,6 +327,7 @@ impl Store {
         src: &str,
         configs: &engine::Configs,
         ranges: &[(i32, i64, i64)],
+        ts_min_ms: i64,
     ) -> Result<(), ProcessorError> {
         let ranges: Vec<(i32, i64, i64)> = ranges.iter().copied().filter(|&(_, from, until)| until > from).collect();
         if ranges.is_empty() {
@@ -354,7 +355,7 @@ impl Store {
         others.sort_unstable();
         let statements = groups.iter().map(|(k, ids)| (k, ids, false)).chain([(&default, &others, true)]);
         for ((tz, types), ids, not_in) in statements {
-            let sql = queries::copy_archive(src, types, ranges.len(), ids.len(), not_in);
+            let sql = queries::copy_archive(src, types, ranges.len(), ids.len(), not_in, ts_min_ms);
             let mut q = self.client.query(&sql).bind(tz.as_str());
             for &(p, from, until) in &ranges {
                 q = q.bind(p).bind(from).bind(until);

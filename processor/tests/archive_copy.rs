@@ -34,8 +34,12 @@ async fn one_statement_per_configuration_with_the_communities_that_have_it() {
             ("same".to_string(), CommunityConfig::default()),
         ]),
     };
-    // A partition whose range is empty is not copied.
-    store.copy_archive("engagement", &configs, &[(0, 0, 100), (1, 40, 70), (2, 9, 9)]).await.unwrap();
+    // A partition whose range is empty is not copied. Events before 2025 are not counted
+    // (`counts_from`): not copied either.
+    store
+        .copy_archive("engagement", &configs, &[(0, 0, 100), (1, 40, 70), (2, 9, 9)], 1_735_689_600_000)
+        .await
+        .unwrap();
     let sql = statements(&rec);
     assert_eq!(sql.len(), 3, "{sql:#?}");
     for s in &sql {
@@ -44,6 +48,7 @@ async fn one_statement_per_configuration_with_the_communities_that_have_it() {
         assert!(s.contains("(kafka_partition = 0 AND kafka_offset >= 0 AND kafka_offset < 100)"), "{s}");
         assert!(s.contains("(kafka_partition = 1 AND kafka_offset >= 40 AND kafka_offset < 70)"), "{s}");
         assert!(!s.contains("kafka_partition = 2"), "{s}");
+        assert!(s.contains("AND ts_ms >= 1735689600000 AND ts_ms < 4102444800000"), "{s}");
     }
     let with = |needle: &str| sql.iter().filter(|s| s.contains(needle)).cloned().collect::<Vec<_>>();
     let shanghai = with("'Asia/Shanghai'");
@@ -63,6 +68,18 @@ async fn one_statement_per_configuration_with_the_communities_that_have_it() {
 async fn nothing_to_copy_sends_nothing() {
     let rec = Arc::new(Recorder::default());
     let store = store_against(rec.clone()).await;
-    store.copy_archive("engagement", &Configs::default(), &[(0, 5, 5), (1, 0, 0)]).await.unwrap();
+    store.copy_archive("engagement", &Configs::default(), &[(0, 5, 5), (1, 0, 0)], i64::MIN).await.unwrap();
     assert!(statements(&rec).is_empty());
+}
+
+#[tokio::test]
+async fn rows_are_never_copied_below_the_copys_own_bound() {
+    let rec = Arc::new(Recorder::default());
+    let store = store_against(rec.clone()).await;
+    // A `counts_from` before 1970-01-03 (or none) leaves the bound where the copy and the
+    // processor's dates agree.
+    store.copy_archive("engagement", &Configs::default(), &[(0, 0, 10)], 0).await.unwrap();
+    let sql = statements(&rec);
+    assert_eq!(sql.len(), 1, "{sql:#?}");
+    assert!(sql[0].contains(&format!("AND ts_ms >= {} AND", schemas::queries::COPY_TS_MIN_MS)), "{}", sql[0]);
 }

@@ -92,3 +92,15 @@ fn the_config_variable_names_the_file_and_the_environment_still_overrides_it() {
     assert_eq!((cfg.flush.max_records, cfg.flush.interval_ms), (7, 700));
     assert_eq!(cfg.kafka.properties["max.partition.fetch.bytes"].expose(), "8388608");
 }
+
+#[test]
+fn counts_from_is_an_rfc_3339_time_named_when_it_is_not() {
+    let mut cfg = ProcessorConfig::default();
+    assert_eq!(cfg.counts_from_ms(), None);
+    cfg.counts_from = Some("2025-01-01T08:00:00+08:00".into());
+    cfg.validate().unwrap();
+    assert_eq!(cfg.counts_from_ms(), Some(1_735_689_600_000));
+    cfg.counts_from = Some("2025-01-01".into());
+    let err = cfg.validate().unwrap_err();
+    assert!(err.starts_with("counts_from: must be an RFC 3339 time") && err.contains("\"2025-01-01\""), "{err}");
+}

@@ -61,6 +61,16 @@ pub fn serving_table(db: &str) -> String {
     )
 }
 
+/// The `counts_from` each generation was built with (`i64::MIN` for none: every event counts),
+/// newest row winning: a processor refuses to write a generation with another value (see
+/// docs/operations.md, "Replay from a timestamp"). In the base database, beside `serving`.
+pub fn generation_counts_from_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.generation_counts_from (generation UInt32, counts_from_ms Int64, \
+         recorded_at_ms Int64) ENGINE = MergeTree ORDER BY (generation, recorded_at_ms)"
+    )
+}
+
 /// The database holding a generation's tables: the base database itself for generation 0, then
 /// `<base>_g<N>`.
 pub fn generation_database(base: &str, generation: u32) -> String {

@@ -165,7 +165,17 @@ pub const COPY_TS_MAX_MS: i64 = 4_102_444_800_000;
 /// order: the time zone (an IANA name), then `ranges` triples of (partition, first offset
 /// copied, first offset not copied), then `communities` community ids, which the rows'
 /// community must be in (`not_in`: must not be in; with none and `not_in`, every community).
-pub fn copy_archive(src: &str, participation: &[&str], ranges: usize, communities: usize, not_in: bool) -> String {
+/// Rows with `ts` below `ts_min_ms` (at least `COPY_TS_MIN_MS`: a replay's `counts_from` may
+/// raise it) are left out.
+pub fn copy_archive(
+    src: &str,
+    participation: &[&str],
+    ranges: usize,
+    communities: usize,
+    not_in: bool,
+    ts_min_ms: i64,
+) -> String {
+    let ts_min_ms = ts_min_ms.max(COPY_TS_MIN_MS);
     let participates = if participation.is_empty() {
         "0".to_string()
     } else {
@@ -173,7 +183,7 @@ pub fn copy_archive(src: &str, participation: &[&str], ranges: usize, communitie
         format!("is_bot = 0 AND type IN ({})", types.join(", "))
     };
     let ranges = vec!["(kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ?)"; ranges.max(1)].join(" OR ");
-    let mut filter = format!("({ranges}) AND ts_ms >= {COPY_TS_MIN_MS} AND ts_ms < {COPY_TS_MAX_MS}");
+    let mut filter = format!("({ranges}) AND ts_ms >= {ts_min_ms} AND ts_ms < {COPY_TS_MAX_MS}");
     if communities > 0 {
         let ids = vec!["?"; communities].join(", ");
         filter.push_str(&format!(" AND community_id {}IN ({ids})", if not_in { "NOT " } else { "" }));
@@ -207,6 +217,15 @@ pub const WRITTEN_ENGAGEMENT: &str = "SELECT community_id, group_id, day, partit
 /// Binds: partition, version.
 pub const WRITTEN_LIFECYCLE: &str = "SELECT community_id, group_id, granularity, period, partition, new, returning, \
      resurrecting, dormant, version FROM lifecycle WHERE partition = ? AND version > ? ORDER BY version";
+
+/// The `counts_from` recorded for a generation, and how many records there are (none: `n` = 0).
+/// `db` is the base database. Binds: generation.
+pub fn generation_counts_from(db: &str) -> String {
+    format!(
+        "SELECT toInt64(argMax(counts_from_ms, recorded_at_ms)) AS ms, count() AS n \
+         FROM {db}.generation_counts_from WHERE generation = ?"
+    )
+}
 
 /// The generation being served (0 when no switch was ever made). `db` is the base database.
 pub fn serving_generation(db: &str) -> String {
@@ -263,6 +282,7 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     emit("ddl", format!("CREATE DATABASE IF NOT EXISTS {db}"));
     emit("ddl", ddl::migrations_table(db));
     emit("ddl", ddl::serving_table(db));
+    emit("ddl", ddl::generation_counts_from_table(db));
     for m in ddl::MIGRATIONS {
         for s in m.statements(db) {
             emit("ddl", s);
@@ -310,6 +330,7 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     emit("query", CONSUMER_LAG.to_string());
     emit("query", COMMUNITY_MAX_TS.to_string());
     emit("query", serving_generation(db));
+    emit("query", bind(&generation_counts_from(db), &["0"]));
     for t in DERIVED_TABLES {
         emit("query", bind(&max_version(t), &["0"]));
     }
@@ -319,9 +340,9 @@ pub fn catalog(db: &str) -> Vec<(&'static str, String)> {
     emit("query", bind(&archived_until_in(db), &["engagement-events", "0"]));
     // The copy from the archive into itself, of empty offset ranges: this list runs on live test
     // stacks, and a copy that matched rows would rewrite their `local_day` and `participation`.
-    let copy = copy_archive(db, &["message_posted", "checkin"], 2, 1, false);
+    let copy = copy_archive(db, &["message_posted", "checkin"], 2, 1, false, COPY_TS_MIN_MS);
     emit("query", bind(&copy, &["Asia/Shanghai", "0", "0", "0", "1", "5", "5", "demo"]));
-    emit("query", bind(&copy_archive(db, &[], 1, 1, true), &["UTC", "0", "0", "0", "demo"]));
+    emit("query", bind(&copy_archive(db, &[], 1, 1, true, 1_735_689_600_000), &["UTC", "0", "0", "0", "demo"]));
     out
 }
 

@@ -7,7 +7,11 @@
 //! and checks that the new generation counts every event the serving one does.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
-//!       [--replay-flush-ms MS] [--replay-max-records N]
+//!       [--replay-flush-ms MS] [--replay-max-records N] [--replay-from TIME]
+//!
+//! `--replay-from TIME` replays from that instant (`processor replay --from`, the events dated
+//! from then on; the generated communities span 2024-01-01 to 2024-06-28) and checks the new
+//! generation counts and archives exactly those.
 //!
 //! `LOAD_SHOW_REPLAY_LOG=1` prints the replaying processor's log (its rounds, checkpoints and
 //! time by step) on stderr.
@@ -31,11 +35,18 @@ async fn main() -> Result<()> {
     let concurrency: usize = arg(&args, "--concurrency", "8").parse()?;
     let batches: Vec<usize> =
         arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
+    let replay_from = args.windows(2).find(|w| w[0] == "--replay-from").map(|w| w[1].clone());
+    let from_ms = match &replay_from {
+        Some(t) => schemas::validate::parse_ts(t).map_err(|e| anyhow::anyhow!("--replay-from: {e}"))?,
+        None => i64::MIN,
+    };
     let stack = tokio::task::spawn_blocking(|| benches::load_stack("load", &[])).await??;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     println!("| batch | events | concurrency | ingest events/s | last event sent → tables complete |");
     println!("|---|---|---|---|---|");
     let mut total_events = 0;
+    // Events the replay counts: those dated from `--replay-from` on (all of them without it).
+    let mut replayed_events = 0u64;
     for batch in batches {
         let community = format!("load-{batch}");
         let spec =
@@ -90,6 +101,7 @@ async fn main() -> Result<()> {
         }
         let complete = sent_at.elapsed();
         total_events += events.len();
+        replayed_events += events.iter().filter(|e| e.ts_ms >= from_ms).count() as u64;
         println!(
             "| {batch} | {} | {concurrency} | {:.0} | {:.2} s |",
             events.len(),
@@ -113,9 +125,14 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     // The configuration's defaults unless given.
     let flush_ms = arg(&args, "--replay-flush-ms", &benches::default_replay_interval());
-    let out = stack
-        .tool("processor")?
-        .args(["replay", "--generation", "1"])
+    let mut replay = stack.tool("processor")?;
+    replay.args(["replay", "--generation", "1"]);
+    if let Some(t) = &replay_from {
+        replay.args(["--from", t]);
+        println!();
+        println!("replaying from {t}: {replayed_events} of the {records} events are dated from then on");
+    }
+    let out = replay
         .env("PROCESSOR_FLUSH__REPLAY_INTERVAL_MS", &flush_ms)
         .env(
             "PROCESSOR_FLUSH__REPLAY_MAX_RECORDS",
@@ -182,14 +199,15 @@ async fn main() -> Result<()> {
         let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
         counted.push(r.trim().parse::<u64>()?);
     }
-    if counted[0] != counted[1] || counted[0] != records as u64 {
+    if counted[0] != records as u64 || counted[1] != replayed_events {
         bail!(
-            "events counted: {} in generation 0, {} in the replay's generation 1, {records} sent",
+            "events counted: {} in generation 0, {} in the replay's generation 1, {records} sent, \
+             {replayed_events} for the replay to count",
             counted[0],
             counted[1]
         );
     }
-    println!("events counted in the replay's generation: {} (the same as the serving one)", counted[1]);
+    println!("events counted in the replay's generation: {} (as it should: {replayed_events})", counted[1]);
     // The archive, copied or encoded, must hold every event once, as the serving one does.
     let mut archived = Vec::new();
     for db in [stack.database.clone(), format!("{}_g1", stack.database)] {
@@ -197,10 +215,14 @@ async fn main() -> Result<()> {
         let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
         archived.push(r.trim().parse::<u64>()?);
     }
-    if archived[0] != archived[1] || archived[0] != records as u64 {
-        bail!("events archived: {} in generation 0, {} in generation 1, {records} sent", archived[0], archived[1]);
+    if archived[0] != records as u64 || archived[1] != replayed_events {
+        bail!(
+            "events archived: {} in generation 0, {} in generation 1, {records} sent, {replayed_events} to replay",
+            archived[0],
+            archived[1]
+        );
     }
-    println!("events archived in the replay's generation: {} (the same as the serving one)", archived[1]);
+    println!("events archived in the replay's generation: {} (as it should: {replayed_events})", archived[1]);
     // Blocks ClickHouse found sorted by the table's key need no sort (the archive is sent so).
     let q = "SELECT event, value FROM system.events WHERE event LIKE 'MergeTreeDataWriterBlocks%' FORMAT TSV";
     let r = client.post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
