@@ -464,6 +464,16 @@ impl Stack {
         Ok(cmd)
     }
 
+    /// Runs `processor ARGS` (`switch 1`, `drop-generation 2`, ...) with the stack's
+    /// configuration to its end: (success, stdout + stderr).
+    pub fn processor_command(&self, args: &[&str]) -> (bool, String) {
+        let out = self.tool("processor").and_then(|mut c| Ok(c.args(args).output()?)).expect("processor runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     /// Where the processors of this stack keep their checkpoints.
     pub fn checkpoint_dir(&self) -> std::path::PathBuf {
         self.dir.join("checkpoints")

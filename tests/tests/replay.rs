@@ -73,7 +73,7 @@ fn replay_with_a_new_activation_window_switches_atomically() {
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(get(activation).1, served_before, "the API changed before the switch");
 
-    let (ok, text) = processor(&stack, &["switch", "1"]);
+    let (ok, text) = stack.processor_command(&["switch", "1"]);
     assert!(ok, "{text}");
     assert!(text.contains("serving generation 1 (was 0)"), "{text}");
     // The API's cached generation and response cache each last a second.
@@ -114,15 +114,15 @@ fn replay_with_a_new_activation_window_switches_atomically() {
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &new);
     println!("generation 1 kept current by its own processor: {cells} cells equal to the reference");
 
-    let (ok, text) = processor(&stack, &["drop-generation", "1"]);
+    let (ok, text) = stack.processor_command(&["drop-generation", "1"]);
     assert!(!ok && text.contains("is being served"), "{text}");
-    let (ok, text) = processor(&stack, &["drop-generation", "0"]);
+    let (ok, text) = stack.processor_command(&["drop-generation", "0"]);
     assert!(!ok && text.contains("not dropped"), "{text}");
-    let (ok, text) = processor(&stack, &["replay", "--generation", "1"]);
+    let (ok, text) = stack.processor_command(&["replay", "--generation", "1"]);
     assert!(!ok && text.contains("is the generation being served"), "{text}");
-    let (ok, text) = processor(&stack, &["switch", "0"]);
+    let (ok, text) = stack.processor_command(&["switch", "0"]);
     assert!(ok, "{text}");
-    let (ok, text) = processor(&stack, &["drop-generation", "1"]);
+    let (ok, text) = stack.processor_command(&["drop-generation", "1"]);
     assert!(ok, "{text}");
     let dbs = stack.sql("SELECT count() FROM system.databases WHERE name = 'e2e_replay_g1'").unwrap();
     assert_eq!(dbs.trim(), "0");
@@ -130,10 +130,4 @@ fn replay_with_a_new_activation_window_switches_atomically() {
     std::thread::sleep(Duration::from_millis(2500));
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &old);
     println!("switched back to generation 0: {cells} cells equal to the reference with a 7-day window");
-}
-
-/// Runs `processor ARGS` with the stack's configuration: (success, stdout + stderr).
-fn processor(stack: &Stack, args: &[&str]) -> (bool, String) {
-    let out = stack.tool("processor").unwrap().args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }

@@ -60,7 +60,7 @@ fn replay_from_a_timestamp_counts_only_the_events_from_then() {
     assert_eq!(f[0] as u64, load::distinct(&kept), "{archived}");
     assert!(f[1] >= t, "{archived}");
 
-    let (ok, text) = processor(&stack, &["switch", "1"]);
+    let (ok, text) = stack.processor_command(&["switch", "1"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &kept, "e2e", &params);
@@ -118,15 +118,9 @@ fn replay_from_a_timestamp_counts_only_the_events_from_then() {
     let cells = e2e_tests::compare::all_endpoints(&mut { get }, &kept, "e2e", &params);
     println!("generation 1 kept current from {t_text}: {cells} cells equal to the reference");
     // Generation 0 counted everything meanwhile.
-    let (ok, text) = processor(&stack, &["switch", "0"]);
+    let (ok, text) = stack.processor_command(&["switch", "0"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
     load::wait_counted(&client, &stack, "e2e", load::distinct(&all), Duration::from_secs(120));
     e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &params);
-}
-
-/// Runs `processor ARGS` with the stack's configuration: (success, stdout + stderr).
-fn processor(stack: &Stack, args: &[&str]) -> (bool, String) {
-    let out = stack.tool("processor").unwrap().args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
 }
