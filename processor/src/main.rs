@@ -46,7 +46,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
             println!("applied migrations: {applied:?}");
             Ok(())
         }
-        "run" => run(config.for_generation(), &base, None).await.map(|_| ()),
+        "run" => run(config.for_generation(), &base, Mode::Run).await.map(|_| ()),
         "replay" => {
             let generation: u32 = flag(&args, "--generation")
                 .context("usage: processor replay --generation N [--from TIME] [--config FILE]")?
@@ -61,7 +61,6 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
             }
             generations::ensure_serving_table(&base_client, &base).await?;
             let resuming = generations::check_replay_target(&base_client, &base, generation).await?;
-            generations::check_counts_from(&base_client, &base, generation, config.counts_from_ms()).await?;
             let archive_source = generations::archive_source(&base_client, &base).await?;
             config.generation = generation;
             let config = config.for_generation().for_replay();
@@ -76,7 +75,7 @@ async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
                 Some(t) => format!(" and counts_from = {t:?}"),
                 None => String::new(),
             };
-            if run(config, &base, Some(archive_source)).await? {
+            if run(config, &base, Mode::Replay { archive_source }).await? {
                 eprintln!(
                     "generation {generation} is built. Run processors with generation = {generation}{counts_from} to \
                      keep it current, then `processor switch {generation}`."
@@ -120,10 +119,18 @@ fn positional(args: &[String]) -> anyhow::Result<u32> {
     n.parse().with_context(|| format!("generation {n:?}: must be a whole number"))
 }
 
-/// Runs the pipeline of `config`'s generation; with `replay`, until it has caught up with the
-/// topic's end as of its start (true), or until a shutdown signal (false). A replay is given
-/// the database it copies the archive from, if any (`Pipeline::replay`).
-async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>) -> anyhow::Result<bool> {
+/// How `run` runs the pipeline.
+enum Mode {
+    /// Until a shutdown signal.
+    Run,
+    /// Until it has caught up with the topic's end as of its start, copying the archive from
+    /// `archive_source` if any (`Pipeline::replay`).
+    Replay { archive_source: Option<String> },
+}
+
+/// Runs the pipeline of `config`'s generation: returns whether a replay caught up (true) or was
+/// stopped by a shutdown signal (false); a run returns true when it stops.
+async fn run(config: ProcessorConfig, base: &str, mode: Mode) -> anyhow::Result<bool> {
     let client = config.clickhouse.client();
     let metrics = Metrics::new()?;
     let readiness = Readiness::default();
@@ -134,7 +141,7 @@ async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>
             tracing::info!(listen = %config.listen, "processor ops endpoints listening");
             tokio::spawn(async move { axum::serve(listener, ops).await });
         }
-        Err(e) if replay.is_some() => {
+        Err(e) if matches!(mode, Mode::Replay { .. }) => {
             tracing::info!(listen = %config.listen, error = %e, "no ops endpoints for this replay")
         }
         Err(e) => return Err(e).with_context(|| format!("binding {}", config.listen)),
@@ -156,15 +163,14 @@ async fn run(config: ProcessorConfig, base: &str, replay: Option<Option<String>>
             }
         }
     }
-    if replay.is_none() {
-        generations::check_counts_from(&client, base, config.generation, config.counts_from_ms()).await?;
-    }
+    generations::check_counts_from(&client, base, config.generation, config.counts_from_ms()).await?;
     let store = Store::new(client, metrics.clone());
     let pipeline = Pipeline::start(config, store, metrics, readiness).await?;
-    if let Some(source) = replay {
-        Ok(pipeline.replay(source, common::http::shutdown_signal()).await?)
-    } else {
-        pipeline.run(common::http::shutdown_signal()).await?;
-        Ok(true)
+    match mode {
+        Mode::Replay { archive_source } => Ok(pipeline.replay(archive_source, common::http::shutdown_signal()).await?),
+        Mode::Run => {
+            pipeline.run(common::http::shutdown_signal()).await?;
+            Ok(true)
+        }
     }
 }

@@ -250,13 +250,14 @@ impl Pipeline {
         })
     }
 
-    /// As a replay starts: copies the archive of `src` (the served generation's database), per partition from the log's
-    /// start up to where that generation's progress stands (its archive is complete there; rows
-    /// of records the log no longer holds are left, as the replay does not count them), while
-    /// the replay reads. Its first flush waits for the copy before storing progress, so that a
-    /// replay interrupted at any point leaves an archive with every record its progress covers
-    /// (the records above the copy it archived itself). A resumed replay copies again; the
-    /// archive absorbs rows written twice (a `ReplacingMergeTree` on the event's key).
+    /// As a replay starts: copies the archive of `src` (the served generation's database), per
+    /// partition from the log's start up to where that generation's progress stands (its
+    /// archive is complete there; rows of records the log no longer holds are left, as the
+    /// replay does not count them), while the replay reads. Its first flush waits for the copy
+    /// before storing progress, so that a replay interrupted at any point leaves an archive with
+    /// every record its progress covers (the records above the copy it archived itself). A
+    /// resumed replay copies again; the archive absorbs rows written twice (a
+    /// `ReplacingMergeTree` on the event's key).
     async fn start_archive_copy(
         &mut self,
         src: String,
@@ -270,8 +271,9 @@ impl Pipeline {
             ranges.push((p, low, until));
         }
         let (store, configs, metrics) = (self.store.clone(), self.core.configs.clone(), self.core.metrics.clone());
-        // Events before `counts_from` are not archived in this generation.
-        let ts_min_ms = self.core.counts_from_ms.max(queries::COPY_TS_MIN_MS);
+        // Events before `counts_from` are not archived in this generation (`copy_archive` keeps
+        // its own lower bound above that).
+        let ts_min_ms = self.core.counts_from_ms;
         let below = format!("{:?}", self.copied);
         self.copy_in_flight = Some(tokio::spawn(async move {
             let started = Instant::now();

@@ -322,6 +322,7 @@ impl Store {
     /// and `participation` computed by ClickHouse for `configs`: one `INSERT ... SELECT` per
     /// distinct (time zone, participation types) among the communities, so ClickHouse moves the
     /// rows column by column instead of the processor decoding and encoding each event again.
+    /// Rows with `ts` below `ts_min_ms` are not copied (nor below `queries::COPY_TS_MIN_MS`).
     pub async fn copy_archive(
         &self,
         src: &str,

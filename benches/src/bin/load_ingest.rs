@@ -35,7 +35,7 @@ async fn main() -> Result<()> {
     let concurrency: usize = arg(&args, "--concurrency", "8").parse()?;
     let batches: Vec<usize> =
         arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
-    let replay_from = args.windows(2).find(|w| w[0] == "--replay-from").map(|w| w[1].clone());
+    let replay_from = Some(arg(&args, "--replay-from", "")).filter(|t| !t.is_empty());
     let from_ms = match &replay_from {
         Some(t) => schemas::validate::parse_ts(t).map_err(|e| anyhow::anyhow!("--replay-from: {e}"))?,
         None => i64::MIN,
