@@ -16,10 +16,26 @@ pub fn threads(configured: usize) -> usize {
 /// `items.map(f)` on up to `threads` threads; results in the order of `items`. Each thread takes
 /// the next item when it is done with one, so a busy partition does not hold up the others.
 pub fn map_on_threads<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl Fn(T) -> R + Sync) -> Vec<R> {
-    let threads = threads.min(items.len());
-    if threads <= 1 {
+    if threads.min(items.len()) <= 1 {
         return items.into_iter().map(f).collect();
     }
+    map_on_threads_beside(items, threads, f, || false)
+}
+
+/// How long the calling thread of `map_on_threads_beside` waits before calling `beside` again.
+const BESIDE_PAUSE: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// `map_on_threads`, while the calling thread, instead of only waiting for the others, calls
+/// `beside` until the items are done or it returns `false` (it has nothing more to do), with a
+/// short pause between calls. `beside` does work that must not wait for `f` and needs none of
+/// what `f` borrows: taking the next records from the consumer while a slice is applied.
+pub fn map_on_threads_beside<T: Send, R: Send>(
+    items: Vec<T>,
+    threads: usize,
+    f: impl Fn(T) -> R + Sync,
+    mut beside: impl FnMut() -> bool,
+) -> Vec<R> {
+    let threads = threads.min(items.len()).max(1);
     let n = items.len();
     let queue = Mutex::new(items.into_iter().enumerate());
     let (queue, f) = (&queue, &f);
@@ -37,6 +53,9 @@ pub fn map_on_threads<T: Send, R: Send>(items: Vec<T>, threads: usize, f: impl F
                 })
             })
             .collect();
+        while !workers.iter().all(|w| w.is_finished()) && beside() {
+            std::thread::sleep(BESIDE_PAUSE);
+        }
         workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
     });
     debug_assert_eq!(done.len(), n);
@@ -81,5 +100,47 @@ mod tests {
     #[should_panic(expected = "partition 3")]
     fn a_panic_in_a_thread_reaches_the_caller() {
         map_on_threads((0..6).collect(), 2, |x: i32| assert!(x != 3, "partition {x}"));
+    }
+
+    #[test]
+    fn beside_runs_on_the_calling_thread_while_the_items_are_worked_on() {
+        let caller = std::thread::current().id();
+        let (mut calls, mut on_caller) = (0, true);
+        let out = map_on_threads_beside(
+            (0..4u64).collect(),
+            2,
+            |x| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                x + 1
+            },
+            || {
+                calls += 1;
+                on_caller &= std::thread::current().id() == caller;
+                true
+            },
+        );
+        assert_eq!(out, [1, 2, 3, 4]);
+        assert!(on_caller);
+        // 40 ms of work on each thread, a call every 0.2 ms or so.
+        assert!(calls > 10, "beside called {calls} times");
+    }
+
+    #[test]
+    fn beside_is_not_called_again_once_it_says_it_is_done() {
+        let mut calls = 0;
+        let out = map_on_threads_beside(
+            vec![1u64],
+            2,
+            |x| {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                x
+            },
+            || {
+                calls += 1;
+                calls < 3
+            },
+        );
+        assert_eq!(out, [1]);
+        assert_eq!(calls, 3);
     }
 }

@@ -68,6 +68,9 @@ pub struct Pipeline {
     /// The replay's archive copy while it runs beside the reading; a flush waits for it before
     /// it stores progress.
     copy_in_flight: Option<tokio::task::JoinHandle<Result<(), ProcessorError>>>,
+    /// Records taken from the consumer while a slice was being applied (`take_held`), per
+    /// partition, until `Core::receive_taken`; its blocks are kept from one slice to the next.
+    taken: BTreeMap<i32, Received>,
 }
 
 /// What consuming a record changes (kept apart from the consumer, whose messages borrow it).
@@ -247,6 +250,7 @@ impl Pipeline {
             archive,
             copied: BTreeMap::new(),
             copy_in_flight: None,
+            taken: BTreeMap::new(),
         })
     }
 
@@ -477,6 +481,7 @@ impl Pipeline {
                             consumed += 1;
                             // What the consumer already holds is taken without another turn of
                             // the select (a timer and the shutdown signal polled per record).
+                            let mut drained = false;
                             while consumed < self.cfg.flush.max_records {
                                 match self.consumer.recv().now_or_never() {
                                     Some(Ok(m)) => {
@@ -490,17 +495,43 @@ impl Pipeline {
                                         tracing::warn!(error = %e, "kafka consume error");
                                         break;
                                     }
-                                    None => break,
+                                    None => {
+                                        drained = true;
+                                        break;
+                                    }
                                 }
                             }
                             // A long round is applied a slice at a time as it comes: the consumer
                             // keeps fetching meanwhile, and the records held stay a slice's worth.
-                            if self.core.unapplied >= self.cfg.flush.apply_slice_records {
-                                let started = Instant::now();
-                                self.core.apply_received();
-                                applying += started.elapsed();
-                                archiving +=
-                                    self.archive.send_due(&self.store, &mut self.core.pending_raw, piece_bytes).await;
+                            // An eighth of a slice is enough when the consumer holds nothing more
+                            // (the engines need not wait for the fetches).
+                            let slice = self.cfg.flush.apply_slice_records;
+                            let apply_now = self.core.unapplied >= slice
+                                || (drained && self.core.unapplied >= slice.div_ceil(8));
+                            if apply_now {
+                                let (started, archived_before) = (Instant::now(), archiving);
+                                // While a slice is applied this thread takes the next one, and
+                                // that one is applied as soon as this is done, unless it holds
+                                // under an eighth of a slice (the consumer is behind: it then
+                                // takes more first). Otherwise the engines would wait for the
+                                // consumer, and the consumer for the engines.
+                                loop {
+                                    let room = (self.cfg.flush.max_records - consumed).min(slice);
+                                    let (consumer, taken) = (&self.consumer, &mut self.taken);
+                                    let mut took = 0;
+                                    self.core.apply_received_beside(Some(&mut || {
+                                        take_held(consumer, taken, &mut took, room)
+                                    }));
+                                    self.core.receive_taken(&mut self.taken);
+                                    consumed += took;
+                                    archiving +=
+                                        self.archive.send_due(&self.store, &mut self.core.pending_raw, piece_bytes).await;
+                                    let reached = targets.as_ref().is_some_and(|t| self.reached(t));
+                                    if reached || self.core.unapplied < slice.div_ceil(8) {
+                                        break;
+                                    }
+                                }
+                                applying += started.elapsed().saturating_sub(archiving - archived_before);
                             }
                             if let Some(t) = &targets {
                                 // Rounds of a replay are long: progress is shown as it reads.
@@ -581,13 +612,14 @@ impl Pipeline {
         }
     }
 
+    /// The held partitions' log ends, as the consumer's fetches last saw them: asking the
+    /// broker (`ListOffsets`) waits behind the consumer's own fetch on the same connection, up to
+    /// `fetch.wait.max.ms` a partition, which at the end of a replay was 0.4 s with nothing else
+    /// running (docs/performance.md, session 24), and during a broker outage a timeout each.
     fn refresh_watermarks(&mut self) {
-        let topic = self.cfg.kafka.topic.clone();
+        let topic = self.cfg.kafka.topic.as_str();
         for (p, st) in self.core.partitions.iter_mut() {
-            // A short timeout: during a broker outage this must not hold up the loop.
-            let fetched =
-                tokio::task::block_in_place(|| self.consumer.fetch_watermarks(&topic, *p, Duration::from_millis(500)));
-            if let Ok((_, high)) = fetched {
+            if let Some(high) = fetched_high_watermark(&self.consumer, topic, *p) {
                 // Some brokers (Tansu 0.6) answer a log end below offsets already consumed.
                 let high = high.max(st.next_offset);
                 if high != st.high_watermark {
@@ -598,7 +630,6 @@ impl Pipeline {
         }
     }
 
-    #[tracing::instrument(name = "processor.flush", skip_all, fields(rows, raw, lag))]
     async fn flush(&mut self, stopping: bool) -> Result<(), ProcessorError> {
         // After a pause longer than the session (a frozen process, a broker outage) the group may
         // have moved partitions: poll first (the next round), so that a revocation is seen before
@@ -741,8 +772,9 @@ impl Pipeline {
         self.core.metrics.flush_seconds.with_label_values(&["snapshot"]).observe(started.elapsed().as_secs_f64());
         let metrics = self.core.metrics.clone();
         let handle = tokio::task::spawn_blocking(move || {
-            let mut failed = Vec::new();
-            for (meta, bytes) in jobs {
+            // One thread a file: a save is mostly waiting for the disk to sync it.
+            let threads = jobs.len();
+            let saved = crate::parallel::map_on_threads(jobs, threads, |(meta, bytes)| {
                 let started = Instant::now();
                 match store.save(&meta, &bytes) {
                     Ok(size) => {
@@ -756,15 +788,16 @@ impl Pipeline {
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "checkpoint saved"
                         );
+                        None
                     }
                     Err(e) => {
                         metrics.checkpoint_writes.with_label_values(&["failed"]).inc();
                         tracing::warn!(partition = meta.partition, error = %e, "checkpoint not saved");
-                        failed.push((meta.partition, meta.next_offset));
+                        Some((meta.partition, meta.next_offset))
                     }
                 }
-            }
-            failed
+            });
+            saved.into_iter().flatten().collect::<Vec<_>>()
         });
         if stopping {
             self.checkpoints_failed(handle.await.unwrap_or_default());
@@ -838,9 +871,40 @@ impl Core {
         self.unapplied += 1;
     }
 
+    /// Hands over the records `take_held` took while a slice was applied, as `receive` would
+    /// have taken them one by one.
+    fn receive_taken(&mut self, taken: &mut BTreeMap<i32, Received>) {
+        for (p, records) in taken.iter_mut() {
+            let Some(&(last, ..)) = records.records.last() else { continue };
+            let Some(st) = self.partitions.get_mut(p) else {
+                records.clear();
+                continue;
+            };
+            st.next_offset = last + 1;
+            st.high_watermark = st.high_watermark.max(last + 1);
+            self.unapplied += records.records.len();
+            let mine = self.received.entry(*p).or_default();
+            if mine.records.is_empty() {
+                // The applied slice left its blocks cleared: they go back to `taken`.
+                std::mem::swap(mine, records);
+            } else {
+                for (offset, payload) in records.records() {
+                    mine.push(offset, payload);
+                }
+            }
+            records.clear();
+        }
+    }
+
     /// Decodes and applies the round's records, partitions in parallel, then merges what they
     /// changed. Runs before anything else looks at the engines (a rebalance, a flush).
     fn apply_received(&mut self) {
+        self.apply_received_beside(None);
+    }
+
+    /// `apply_received`, with `beside` run on this thread while the partitions are applied
+    /// (`parallel::map_on_threads_beside`).
+    fn apply_received_beside(&mut self, beside: Option<&mut dyn FnMut() -> bool>) {
         if self.unapplied == 0 {
             return;
         }
@@ -854,11 +918,15 @@ impl Core {
             .iter_mut()
             .filter_map(|(&p, st)| received.remove(&p).map(|records| (p, st, records)))
             .collect();
-        let applied = crate::parallel::map_on_threads(work, self.threads, |(p, st, mut records)| {
+        let apply = |(p, st, mut records): (i32, &mut PartitionState, Received)| {
             let a = apply_records(p, st, &records, configs, limits, counts_from_ms);
             records.clear();
             (p, a, records)
-        });
+        };
+        let applied = match beside {
+            Some(beside) => crate::parallel::map_on_threads_beside(work, self.threads, apply, beside),
+            None => crate::parallel::map_on_threads(work, self.threads, apply),
+        };
         for (p, a, records) in applied {
             self.received.insert(p, records);
             for label in a.invalid {
@@ -878,6 +946,44 @@ impl Core {
         }
         self.metrics.flush_seconds.with_label_values(&["apply"]).observe(started.elapsed().as_secs_f64());
     }
+}
+
+/// A partition's log end as of the consumer's last fetch response for it, which librdkafka
+/// keeps (`rd_kafka_get_watermark_offsets`); `None` before the partition's first fetch.
+fn fetched_high_watermark(consumer: &GroupConsumer, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client outlives this call (`consumer` is borrowed); librdkafka reads its
+    // cache under its own lock and writes only the two integers, which outlive the call too.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
+/// Takes the records the consumer already holds into `taken`, until `took` reaches `room`.
+/// Says whether to call it again (the consumer may hold more later).
+fn take_held(consumer: &GroupConsumer, taken: &mut BTreeMap<i32, Received>, took: &mut usize, room: usize) -> bool {
+    while *took < room {
+        match consumer.recv().now_or_never() {
+            Some(Ok(m)) => {
+                taken.entry(m.partition()).or_default().push(m.offset(), m.payload().unwrap_or_default());
+                *took += 1;
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "kafka consume error");
+                return false;
+            }
+            None => return true,
+        }
+    }
+    false
 }
 
 /// One partition's share of a round: decode, apply to its engine, build the archive rows.
@@ -1168,5 +1274,54 @@ mod tests {
             assert!(r.records().next().is_none(), "emptied");
             assert_eq!(r.blocks.len(), blocks, "blocks are kept for the next round");
         }
+    }
+}
+
+#[cfg(test)]
+mod fetched_high_watermark_tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    fn produce(brokers: &str, n: usize) {
+        let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+        for i in 0..n {
+            let payload = format!("record {i}");
+            producer.send(BaseRecord::<(), _>::to("t").partition(0).payload(&payload)).unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// The log end comes from the consumer's fetches, not from a request to the broker: none
+    /// before the partition's first fetch, then the end as the last fetch saw it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_end_is_the_one_the_last_fetch_saw() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        produce(&brokers, 10);
+        let consumer: GroupConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "50")
+            .create_with_context(GroupContext::new("t"))
+            .unwrap();
+        assert_eq!(fetched_high_watermark(&consumer, "t", 0), None, "nothing fetched yet");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await.unwrap().unwrap();
+        assert_eq!(first.offset(), 0);
+        drop(first);
+        assert_eq!(fetched_high_watermark(&consumer, "t", 0), Some(10));
+        produce(&brokers, 5);
+        // The consumer keeps fetching (the end is seen once a fetch returns the new records).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetched_high_watermark(&consumer, "t", 0) != Some(15) {
+            assert!(Instant::now() < deadline, "still {:?}", fetched_high_watermark(&consumer, "t", 0));
+            let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+        }
+        assert_eq!(fetched_high_watermark(&consumer, "t", 1), None, "no such partition");
     }
 }
