@@ -12,6 +12,13 @@
 //! `malloc`, and glibc kept those in arenas of their own, which added about a quarter to a
 //! replay's peak memory (docs/performance.md, session 19).
 
+//!
+//! And transparent huge pages are turned off for the process, unless `MIMALLOC_ALLOW_THP` says
+//! otherwise. mimalloc asks for them on its memory, so that the first touch of every 2 MiB of
+//! fresh memory faulted in and zeroed a whole huge page; librdkafka's fetch thread, receiving
+//! into fresh buffers, spent most of its time there. Off, a replay took about a tenth less of the
+//! machine, the engines' flush included (docs/performance.md, session 24).
+
 use libmimalloc_sys::{mi_option_get, mi_option_set_default, mi_option_t};
 
 /// `mi_option_purge_delay` in mimalloc 2 and 3 (`include/mimalloc.h`); the crate does not export
@@ -31,6 +38,52 @@ pub fn keep_freed_memory() -> i64 {
         let _ = mi_option_get(PURGE_DELAY);
         mi_option_set_default(PURGE_DELAY, -1);
         mi_option_get(PURGE_DELAY) as i64
+    }
+}
+
+/// mimalloc's environment variable for transparent huge pages; set, it decides (mimalloc reads it
+/// as it starts, and `0` turns them off itself).
+pub const ALLOW_THP_ENV: &str = "MIMALLOC_ALLOW_THP";
+
+/// `PR_SET_THP_DISABLE` and `PR_GET_THP_DISABLE` (`linux/prctl.h`).
+#[cfg(target_os = "linux")]
+const PR_SET_THP_DISABLE: std::ffi::c_int = 41;
+#[cfg(target_os = "linux")]
+const PR_GET_THP_DISABLE: std::ffi::c_int = 42;
+
+#[cfg(target_os = "linux")]
+extern "C" {
+    fn prctl(option: std::ffi::c_int, ...) -> std::ffi::c_int;
+}
+
+/// Turns transparent huge pages off for the whole process (what is mapped already and what will
+/// be) unless `MIMALLOC_ALLOW_THP` is set. Returns whether they are off.
+pub fn no_huge_pages() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls with integer arguments.
+        unsafe {
+            if std::env::var_os(ALLOW_THP_ENV).is_none() {
+                let _ = prctl(
+                    PR_SET_THP_DISABLE,
+                    1 as std::ffi::c_ulong,
+                    0 as std::ffi::c_ulong,
+                    0 as std::ffi::c_ulong,
+                    0 as std::ffi::c_ulong,
+                );
+            }
+            prctl(
+                PR_GET_THP_DISABLE,
+                0 as std::ffi::c_ulong,
+                0 as std::ffi::c_ulong,
+                0 as std::ffi::c_ulong,
+                0 as std::ffi::c_ulong,
+            ) == 1
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
     }
 }
 
@@ -76,5 +129,25 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success(), "the child saw another purge delay than its environment's");
+    }
+
+    /// Off by default; `MIMALLOC_ALLOW_THP=1` keeps them (a child process, as mimalloc reads its
+    /// environment once and the setting is the process's).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn huge_pages_are_off_unless_the_environment_allows_them() {
+        if let Ok(expected) = std::env::var(CHILD) {
+            assert_eq!(no_huge_pages(), expected == "off");
+            return;
+        }
+        for (allow, expected) in [(None, "off"), (Some("1"), "on"), (Some("0"), "off")] {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+            child.args(["--exact", "allocator::tests::huge_pages_are_off_unless_the_environment_allows_them"]);
+            child.env_remove(ALLOW_THP_ENV).env(CHILD, expected);
+            if let Some(v) = allow {
+                child.env(ALLOW_THP_ENV, v);
+            }
+            assert!(child.status().unwrap().success(), "{ALLOW_THP_ENV}={allow:?}: huge pages not {expected}");
+        }
     }
 }

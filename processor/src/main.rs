@@ -26,12 +26,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> anyhow::Result<()> {
     // Before the runtime starts its threads.
     let purge_delay_ms = processor::allocator::keep_freed_memory();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(purge_delay_ms))
+    let no_huge_pages = processor::allocator::no_huge_pages();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve(purge_delay_ms, no_huge_pages))
 }
 
-async fn serve(purge_delay_ms: i64) -> anyhow::Result<()> {
+async fn serve(purge_delay_ms: i64, no_huge_pages: bool) -> anyhow::Result<()> {
     common::telemetry::init_tracing("processor");
     tracing::debug!(purge_delay_ms, "allocator: memory freed is kept for reuse (-1) or returned after this delay");
+    tracing::debug!(no_huge_pages, "allocator: transparent huge pages off (MIMALLOC_ALLOW_THP unset or 0)");
     let args: Vec<String> = std::env::args().collect();
     let command = args.get(1).filter(|a| !a.starts_with("--")).map(String::as_str).unwrap_or("run");
     let mut config: ProcessorConfig = load_config(config_path(&args, "PROCESSOR_").as_deref(), "PROCESSOR_")?;
