@@ -526,12 +526,23 @@ impl Pipeline {
                                     consumed += took;
                                     archiving +=
                                         self.archive.send_due(&self.store, &mut self.core.pending_raw, piece_bytes).await;
+                                    if let (Some(t), Some(p)) = (&targets, &mut progress) {
+                                        p.report(self.replay_position(t).0);
+                                    }
+                                    // The round's ends still apply between slices.
+                                    if shutdown.as_mut().now_or_never().is_some() {
+                                        stop = true;
+                                        break;
+                                    }
                                     let reached = targets.as_ref().is_some_and(|t| self.reached(t));
-                                    if reached || self.core.unapplied < slice.div_ceil(8) {
+                                    if reached || deadline.is_elapsed() || self.core.unapplied < slice.div_ceil(8) {
                                         break;
                                     }
                                 }
                                 applying += started.elapsed().saturating_sub(archiving - archived_before);
+                                if stop {
+                                    break;
+                                }
                             }
                             if let Some(t) = &targets {
                                 // Rounds of a replay are long: progress is shown as it reads.
