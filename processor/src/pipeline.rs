@@ -641,6 +641,7 @@ impl Pipeline {
         }
     }
 
+    #[tracing::instrument(name = "processor.flush", skip_all, fields(rows, raw, lag))]
     async fn flush(&mut self, stopping: bool) -> Result<(), ProcessorError> {
         // After a pause longer than the session (a frozen process, a broker outage) the group may
         // have moved partitions: poll first (the next round), so that a revocation is seen before
