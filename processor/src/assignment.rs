@@ -38,6 +38,11 @@ impl GroupContext {
         self.changes.lock().expect("never poisoned").insert(0, change);
     }
 
+    /// Partitions assigned without the group (`kafka.partitions`): taken up like the group's.
+    pub fn assigned_statically(&self, partitions: Vec<i32>) {
+        self.push(Change::Assigned(partitions));
+    }
+
     fn partitions(&self, tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
         tpl.elements().iter().filter(|e| e.topic() == self.topic).map(|e| e.partition()).collect()
     }

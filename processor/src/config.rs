@@ -39,6 +39,12 @@ pub struct KafkaConfig {
     /// its partitions back without waiting for its old session to expire. One distinct id per
     /// instance (e.g. the pod name of a StatefulSet); unset, every start is a new member.
     pub instance_id: Option<String>,
+    /// Partitions this instance reads on its own, without the consumer group: `"all"`, or
+    /// partition numbers such as `"0,2,5"`. Unset (the default), the instances share the
+    /// partitions through the group. Set, a start waits for no group (its join, or a crashed
+    /// member's session): the partitions are taken up at once. Each partition must then be
+    /// given to exactly one running instance, which nothing checks (docs/operations.md).
+    pub partitions: Option<String>,
     /// A member that stops heartbeating loses its partitions after this long.
     pub session_timeout_ms: u64,
     /// Longest time between two polls of the consumer; a write that is still being retried when
@@ -50,6 +56,51 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, Secret>,
 }
 
+/// Which partitions an instance with `kafka.partitions` reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StaticPartitions {
+    All,
+    Listed(Vec<i32>),
+}
+
+impl StaticPartitions {
+    /// The partitions of a topic that has `ids` that these name; an error names one it lacks.
+    pub fn of(&self, ids: &[i32]) -> Result<Vec<i32>, String> {
+        match self {
+            StaticPartitions::All => Ok(ids.to_vec()),
+            StaticPartitions::Listed(listed) => match listed.iter().find(|p| !ids.contains(p)) {
+                Some(p) => Err(format!("kafka.partitions: partition {p} is not one of the topic's ({ids:?})")),
+                None => Ok(listed.clone()),
+            },
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// `partitions` read: `None` when unset (the consumer group assigns them).
+    pub fn static_partitions(&self) -> Result<Option<StaticPartitions>, String> {
+        let Some(text) = &self.partitions else { return Ok(None) };
+        if text.trim() == "all" {
+            return Ok(Some(StaticPartitions::All));
+        }
+        let rule = || {
+            format!(
+                "kafka.partitions: must be \"all\" or distinct partition numbers separated by commas (e.g. \"0,2,5\"), got {text:?}"
+            )
+        };
+        let mut listed = Vec::new();
+        for part in text.split(',') {
+            let p: i32 = part.trim().parse().map_err(|_| rule())?;
+            if p < 0 || listed.contains(&p) {
+                return Err(rule());
+            }
+            listed.push(p);
+        }
+        listed.sort_unstable();
+        Ok(Some(StaticPartitions::Listed(listed)))
+    }
+}
+
 impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
@@ -57,6 +108,7 @@ impl Default for KafkaConfig {
             topic: "engagement-events".into(),
             group_id: "engagement-processor".into(),
             instance_id: None,
+            partitions: None,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             dead_letter_topic: "engagement-events-dlq".into(),
@@ -170,6 +222,7 @@ impl ProcessorConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         self.metrics.validate().map_err(|e| format!("metrics.{e}"))?;
+        self.kafka.static_partitions()?;
         if let Some(t) = &self.counts_from {
             if schemas::validate::parse_ts(t).is_err() {
                 return Err(format!(

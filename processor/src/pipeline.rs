@@ -10,7 +10,7 @@
 use crate::archive_sends::ArchiveSends;
 use crate::assignment::{Change, GroupContext};
 use crate::checkpoint::{CheckpointMeta, Checkpoints};
-use crate::config::ProcessorConfig;
+use crate::config::{ProcessorConfig, StaticPartitions};
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::rowbinary::EncodedRows;
@@ -309,6 +309,23 @@ impl Pipeline {
 
     /// Records read towards the replay's targets, and whether every partition reached its target
     /// (with nothing of it left unwritten).
+    /// Takes `kafka.partitions` without the consumer group: nothing to join, no session of a
+    /// crashed predecessor to wait out. They are paused until taken up, as the group's are.
+    async fn assign_statically(&mut self, which: StaticPartitions) -> Result<(), ProcessorError> {
+        let topic = self.cfg.kafka.topic.clone();
+        let ids = wait_for_partitions(&self.consumer, &topic).await?;
+        let partitions = which.of(&ids).map_err(ProcessorError::Config)?;
+        let mut tpl = TopicPartitionList::new();
+        for &p in &partitions {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        self.consumer.assign(&tpl)?;
+        self.consumer.pause(&tpl)?;
+        tracing::info!(partitions = ?partitions, "partitions assigned (kafka.partitions, without the consumer group)");
+        self.group.assigned_statically(partitions);
+        Ok(())
+    }
+
     /// Every target partition is held and consumed up to its target.
     fn reached(&self, targets: &BTreeMap<i32, (i64, i64)>) -> bool {
         targets.iter().all(|(p, (_, high))| self.core.partitions.get(p).is_some_and(|st| st.next_offset >= *high))
@@ -423,7 +440,11 @@ impl Pipeline {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<bool, ProcessorError> {
         let topic = self.cfg.kafka.topic.clone();
-        let ids = wait_for_partitions(&self.consumer, &topic).await?;
+        let mut ids = wait_for_partitions(&self.consumer, &topic).await?;
+        // With `kafka.partitions`, the replay reads those (one replay per instance's list).
+        if let Some(which) = self.cfg.kafka.static_partitions().map_err(ProcessorError::Config)? {
+            ids = which.of(&ids).map_err(ProcessorError::Config)?;
+        }
         let mut targets = BTreeMap::new();
         for p in ids {
             let (low, high) = tokio::task::block_in_place(|| watermarks(&self.consumer, &topic, p))?;
@@ -442,7 +463,10 @@ impl Pipeline {
     ) -> Result<bool, ProcessorError> {
         // Joined here, not at start: a replay's archive copy, however long, comes first and
         // must not hold a group membership nobody polls.
-        self.consumer.subscribe(&[self.cfg.kafka.topic.as_str()])?;
+        match self.cfg.kafka.static_partitions().map_err(ProcessorError::Config)? {
+            None => self.consumer.subscribe(&[self.cfg.kafka.topic.as_str()])?,
+            Some(which) => self.assign_statically(which).await?,
+        }
         tokio::pin!(shutdown);
         let mut progress =
             targets.as_ref().map(|t| crate::progress::Progress::new(t.values().map(|(l, h)| h - l).sum()));

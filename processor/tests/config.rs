@@ -104,3 +104,26 @@ fn counts_from_is_an_rfc_3339_time_named_when_it_is_not() {
     let err = cfg.validate().unwrap_err();
     assert!(err.starts_with("counts_from: must be an RFC 3339 time") && err.contains("\"2025-01-01\""), "{err}");
 }
+
+#[test]
+fn static_partitions_are_all_or_distinct_numbers() {
+    use processor::config::StaticPartitions;
+    let with = |p: Option<&str>| {
+        let mut cfg = ProcessorConfig::default();
+        cfg.kafka.partitions = p.map(str::to_owned);
+        cfg
+    };
+    assert_eq!(with(None).kafka.static_partitions(), Ok(None));
+    assert_eq!(with(Some("all")).kafka.static_partitions(), Ok(Some(StaticPartitions::All)));
+    assert_eq!(with(Some("5, 0,2")).kafka.static_partitions(), Ok(Some(StaticPartitions::Listed(vec![0, 2, 5]))));
+    for bad in ["", "0,,1", "1,1", "-1", "x", "0;1", "All"] {
+        let err = with(Some(bad)).validate().unwrap_err();
+        assert!(err.starts_with("kafka.partitions: must be \"all\" or distinct partition numbers"), "{bad:?}: {err}");
+    }
+    assert_eq!(StaticPartitions::All.of(&[0, 1, 2]), Ok(vec![0, 1, 2]));
+    assert_eq!(StaticPartitions::Listed(vec![2]).of(&[0, 1, 2]), Ok(vec![2]));
+    assert_eq!(
+        StaticPartitions::Listed(vec![1, 4]).of(&[0, 1, 2]),
+        Err("kafka.partitions: partition 4 is not one of the topic's ([0, 1, 2])".to_string())
+    );
+}

@@ -8,7 +8,10 @@
 //! written the probe.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches -p batch --bins \
-//!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4]
+//!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4] [--partitions all]
+//!
+//! `--partitions` gives the processor its partitions by configuration (`kafka.partitions`)
+//! instead of through the consumer group, so that no restart waits for the group.
 //!
 //! The stack's directory (`.scratch/e2e/`: logs, ClickHouse data) is removed when the run ends;
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
@@ -34,7 +37,12 @@ fn main() -> Result<()> {
     let concurrency = arg(&args, "--concurrency", "4");
     // A checkpoint every 10 s (the default is 30 s) only shortens the wait for one covering
     // everything; what a restart reads does not depend on it here.
-    let mut stack = benches::load_stack("restart", &[("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10")])?;
+    let partitions = arg(&args, "--partitions", "");
+    let mut env = vec![("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10")];
+    if !partitions.is_empty() {
+        env.push(("PROCESSOR_KAFKA__PARTITIONS", partitions.as_str()));
+    }
+    let mut stack = benches::load_stack("restart", &env)?;
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
 
     let file = stack.dir.join("history.ndjson");
