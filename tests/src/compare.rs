@@ -5,6 +5,21 @@ use schemas::Event;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
+/// `all_endpoints` against a stack's query API (`query_url`), read with the stack's read key.
+pub fn served(
+    client: &reqwest::blocking::Client,
+    query_url: &str,
+    events: &[Event],
+    community: &str,
+    params: &reference::Params,
+) -> usize {
+    let mut get = |path: &str| {
+        let resp = client.get(format!("{query_url}{path}")).bearer_auth(crate::READ_KEY).send().unwrap();
+        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
+    };
+    all_endpoints(&mut get, events, community, params)
+}
+
 /// Compares every cell of every metric endpoint, for the community scope and each group, by day,
 /// week and month and in every mode, with the reference computation; returns the number of cells
 /// compared. `get` answers a path (status and JSON body) with a read key for `community`.

@@ -6,11 +6,10 @@
 //! deleted or damaged and rebuilds from the log. Afterwards every cell of every endpoint equals
 //! the reference, and the archive holds each event once.
 
-use e2e_tests::{load, wait_for, Stack, READ_KEY};
+use e2e_tests::{load, wait_for, Stack};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reqwest::blocking::Client;
-use serde_json::Value;
 use std::time::Duration;
 
 const KILLS: usize = 20;
@@ -69,11 +68,7 @@ fn twenty_sigkills_during_load_lose_nothing_and_count_nothing_twice() {
 
     let expected = load::distinct(&events);
     load::wait_counted(&client, &stack, "e2e", expected, Duration::from_secs(240));
-    let mut get = |path: &str| {
-        let resp = client.get(format!("{}{path}", stack.query_url)).bearer_auth(READ_KEY).send().unwrap();
-        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
-    };
-    let cells = e2e_tests::compare::all_endpoints(&mut get, &events, "e2e", &reference::Params::default());
+    let cells = e2e_tests::compare::served(&client, &stack.query_url, &events, "e2e", &reference::Params::default());
     println!("{KILLS} SIGKILLs ({during_load} during the load): {cells} cells equal to the reference");
     assert!(cells > 10_000);
     let (from_checkpoint, from_log) = stack.partition_starts();

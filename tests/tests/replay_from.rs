@@ -6,10 +6,9 @@
 //! 1 configured without `counts_from` must refuse to start, and one configured with it must keep
 //! leaving out the late events dated before T that arrive afterwards.
 
-use e2e_tests::{free_port, load, Stack, READ_KEY};
+use e2e_tests::{free_port, load, Stack};
 use reqwest::blocking::Client;
 use schemas::Event;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn from_t(events: &[Event], t: i64) -> Vec<Event> {
@@ -36,12 +35,8 @@ fn replay_from_a_timestamp_counts_only_the_events_from_then() {
     load::paced(&client, &stack.ingest_url, load::shuffled_with_duplicates(&events, 3), Duration::ZERO).join().unwrap();
     load::wait_counted(&client, &stack, "e2e", load::distinct(&events), Duration::from_secs(120));
     let query_url = stack.query_url.clone();
-    let get = |path: &str| -> (u16, Value) {
-        let resp = client.get(format!("{query_url}{path}")).bearer_auth(READ_KEY).send().unwrap();
-        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
-    };
     let params = reference::Params::default();
-    e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &params);
+    e2e_tests::compare::served(&client, &query_url, &events, "e2e", &params);
 
     let t_text = schemas::event::format_ts(t);
     let out =
@@ -63,7 +58,7 @@ fn replay_from_a_timestamp_counts_only_the_events_from_then() {
     let (ok, text) = stack.processor_command(&["switch", "1"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
-    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &kept, "e2e", &params);
+    let cells = e2e_tests::compare::served(&client, &query_url, &kept, "e2e", &params);
     println!("generation 1 (from {t_text}): {cells} cells equal to the reference on the events from then");
 
     // Generation 1 written by a processor counting every event: refused before it reads anything.
@@ -115,12 +110,12 @@ fn replay_from_a_timestamp_counts_only_the_events_from_then() {
     let kept = from_t(&all, t);
     load::wait_counted(&client, &stack, "e2e", load::distinct(&kept), Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(2500));
-    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &kept, "e2e", &params);
+    let cells = e2e_tests::compare::served(&client, &query_url, &kept, "e2e", &params);
     println!("generation 1 kept current from {t_text}: {cells} cells equal to the reference");
     // Generation 0 counted everything meanwhile.
     let (ok, text) = stack.processor_command(&["switch", "0"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
     load::wait_counted(&client, &stack, "e2e", load::distinct(&all), Duration::from_secs(120));
-    e2e_tests::compare::all_endpoints(&mut { get }, &all, "e2e", &params);
+    e2e_tests::compare::served(&client, &query_url, &all, "e2e", &params);
 }

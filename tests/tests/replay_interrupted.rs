@@ -5,9 +5,8 @@
 //! applied in slices taken while the previous slice is applied (the test stack's slices are 300
 //! records), which is where a stop must still be heard.
 
-use e2e_tests::{load, Stack, READ_KEY};
+use e2e_tests::{load, Stack};
 use reqwest::blocking::Client;
-use serde_json::Value;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -88,12 +87,7 @@ fn a_replay_stopped_and_killed_part_way_resumes_to_the_same_tables() {
     let (ok, text) = stack.processor_command(&["switch", "1"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
-    let query_url = stack.query_url.clone();
-    let get = |path: &str| -> (u16, Value) {
-        let resp = client.get(format!("{query_url}{path}")).bearer_auth(READ_KEY).send().unwrap();
-        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
-    };
-    let cells = e2e_tests::compare::all_endpoints(&mut { get }, &events, "e2e", &reference::Params::default());
+    let cells = e2e_tests::compare::served(&client, &stack.query_url, &events, "e2e", &reference::Params::default());
     println!("generation 1 after a stop and a kill: {cells} cells equal to the reference");
     stack.stop_processor();
 }

@@ -6,11 +6,10 @@
 //! stacks). Afterwards every cell of every endpoint equals the reference, and the archive holds
 //! each event once.
 
-use e2e_tests::{load, wait_for, Stack, READ_KEY};
+use e2e_tests::{load, wait_for, Stack};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reqwest::blocking::Client;
-use serde_json::Value;
 use std::time::{Duration, Instant};
 
 const KILLS: usize = 8;
@@ -80,11 +79,7 @@ fn instances_with_their_own_partitions_restart_at_once_and_count_exactly() {
 
     let expected = load::distinct(&events);
     load::wait_counted(&client, &stack, "e2e", expected, Duration::from_secs(240));
-    let mut get = |path: &str| {
-        let resp = client.get(format!("{}{path}", stack.query_url)).bearer_auth(READ_KEY).send().unwrap();
-        (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
-    };
-    let cells = e2e_tests::compare::all_endpoints(&mut get, &events, "e2e", &reference::Params::default());
+    let cells = e2e_tests::compare::served(&client, &stack.query_url, &events, "e2e", &reference::Params::default());
     println!("two instances with their own partitions, {KILLS} SIGKILLs: {cells} cells equal to the reference");
     let archived = stack.sql("SELECT count() FROM events_raw FINAL WHERE community_id = 'e2e'").unwrap();
     assert_eq!(archived.trim().parse::<u64>().unwrap(), expected);
@@ -110,6 +105,6 @@ fn instances_with_their_own_partitions_restart_at_once_and_count_exactly() {
     let (ok, text) = stack.processor_command(&["switch", "1"]);
     assert!(ok, "{text}");
     std::thread::sleep(Duration::from_millis(2500));
-    let cells = e2e_tests::compare::all_endpoints(&mut get, &events, "e2e", &reference::Params::default());
+    let cells = e2e_tests::compare::served(&client, &stack.query_url, &events, "e2e", &reference::Params::default());
     println!("generation 1 from two replays, one per list: {cells} cells equal to the reference");
 }
