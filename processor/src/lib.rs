@@ -4,6 +4,7 @@
 pub mod allocator;
 pub mod archive_sends;
 pub mod assignment;
+pub mod backoff;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

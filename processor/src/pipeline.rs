@@ -9,6 +9,7 @@
 
 use crate::archive_sends::ArchiveSends;
 use crate::assignment::{Change, GroupContext};
+use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::config::{ProcessorConfig, StaticPartitions};
 use crate::error::ProcessorError;
@@ -278,10 +279,11 @@ impl Pipeline {
         // Events before `counts_from` are not archived in this generation (`copy_archive` keeps
         // its own lower bound above that).
         let ts_min_ms = self.core.counts_from_ms;
+        let backoff = Backoff::new(self.cfg.flush.backoff_ms, self.cfg.flush.max_backoff_ms);
         let below = format!("{:?}", self.copied);
         self.copy_in_flight = Some(tokio::spawn(async move {
             let started = Instant::now();
-            store.copy_archive(&src, &configs, &ranges, ts_min_ms).await?;
+            store.copy_archive(&src, &configs, &ranges, ts_min_ms, backoff).await?;
             metrics.flush_seconds.with_label_values(&["copy"]).observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 source = %src,
@@ -858,7 +860,7 @@ impl Pipeline {
     /// meanwhile, so memory stays bounded; on shutdown it gives up, and progress stays where it
     /// was (the next run redoes the work).
     async fn write_with_retry(&self, batch: &Batch, stopping: bool) -> Result<(), ProcessorError> {
-        let mut delay = Duration::from_millis(self.cfg.flush.backoff_ms);
+        let mut backoff = Backoff::new(self.cfg.flush.backoff_ms, self.cfg.flush.max_backoff_ms);
         let mut attempts = 0;
         loop {
             match self.store.write(batch).await {
@@ -879,12 +881,12 @@ impl Pipeline {
                     attempts += 1;
                     self.core.metrics.write_failures.inc();
                     self.readiness.set(false);
+                    let delay = backoff.next_delay();
                     tracing::warn!(error = %e, attempts, retry_in_ms = delay.as_millis() as u64, "clickhouse write failed");
                     if stopping && attempts >= 3 {
                         return Err(e);
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_millis(self.cfg.flush.max_backoff_ms));
                 }
             }
         }

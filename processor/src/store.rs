@@ -1,6 +1,7 @@
 //! The ClickHouse side of the processor: writes a flush's rows, then the progress they cover,
 //! and reads back what an earlier run left (versions, written cells, archived offsets).
 
+use crate::backoff::Backoff;
 use crate::error::ProcessorError;
 use crate::metrics::Metrics;
 use crate::pieces::KeyColumn::{self, String as Str, UInt16, UInt32};
@@ -323,12 +324,19 @@ impl Store {
     /// distinct (time zone, participation types) among the communities, so ClickHouse moves the
     /// rows column by column instead of the processor decoding and encoding each event again.
     /// Rows with `ts` below `ts_min_ms` are not copied (nor below `queries::COPY_TS_MIN_MS`).
+    ///
+    /// A statement ClickHouse fails (an outage, a restart) is sent again after `backoff`'s next
+    /// delay, until it succeeds, as the writes are: a replay waits out an outage instead of
+    /// ending. One that failed part way may have inserted some of its rows; the archive's
+    /// `ReplacingMergeTree` keeps one row per event of the copies (`FINAL`, or once merged).
+    /// The caller stops it by dropping it (a replay stopped during its copy aborts it).
     pub async fn copy_archive(
         &self,
         src: &str,
         configs: &engine::Configs,
         ranges: &[(i32, i64, i64)],
         ts_min_ms: i64,
+        mut backoff: Backoff,
     ) -> Result<(), ProcessorError> {
         let ranges: Vec<(i32, i64, i64)> = ranges.iter().copied().filter(|&(_, from, until)| until > from).collect();
         if ranges.is_empty() {
@@ -357,14 +365,32 @@ impl Store {
         let statements = groups.iter().map(|(k, ids)| (k, ids, false)).chain([(&default, &others, true)]);
         for ((tz, types), ids, not_in) in statements {
             let sql = queries::copy_archive(src, types, ranges.len(), ids.len(), not_in, ts_min_ms);
-            let mut q = self.client.query(&sql).bind(tz.as_str());
-            for &(p, from, until) in &ranges {
-                q = q.bind(p).bind(from).bind(until);
+            let mut attempts = 0u32;
+            loop {
+                let mut q = self.client.query(&sql).bind(tz.as_str());
+                for &(p, from, until) in &ranges {
+                    q = q.bind(p).bind(from).bind(until);
+                }
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                match q.execute().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        attempts += 1;
+                        self.metrics.write_failures.inc();
+                        let delay = backoff.next_delay();
+                        tracing::warn!(
+                            error = %e,
+                            timezone = %tz,
+                            attempts,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "archive copy failed"
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                }
             }
-            for id in ids {
-                q = q.bind(*id);
-            }
-            q.execute().await?;
         }
         Ok(())
     }

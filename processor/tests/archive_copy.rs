@@ -6,9 +6,12 @@
 mod support;
 
 use engine::{CommunityConfig, Configs};
+use processor::backoff::Backoff;
 use schemas::EventType;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use support::{store_against, Recorder};
 
 fn statements(rec: &Recorder) -> Vec<String> {
@@ -16,6 +19,11 @@ fn statements(rec: &Recorder) -> Vec<String> {
     let mut out: Vec<String> = bodies.iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
     out.sort();
     out
+}
+
+/// Retries without waiting long: these tests are about what is sent.
+fn quick() -> Backoff {
+    Backoff::new(1, 1)
 }
 
 #[tokio::test]
@@ -37,7 +45,7 @@ async fn one_statement_per_configuration_with_the_communities_that_have_it() {
     // A partition whose range is empty is not copied. Events before 2025 are not counted
     // (`counts_from`): not copied either.
     store
-        .copy_archive("engagement", &configs, &[(0, 0, 100), (1, 40, 70), (2, 9, 9)], 1_735_689_600_000)
+        .copy_archive("engagement", &configs, &[(0, 0, 100), (1, 40, 70), (2, 9, 9)], 1_735_689_600_000, quick())
         .await
         .unwrap();
     let sql = statements(&rec);
@@ -68,7 +76,7 @@ async fn one_statement_per_configuration_with_the_communities_that_have_it() {
 async fn nothing_to_copy_sends_nothing() {
     let rec = Arc::new(Recorder::default());
     let store = store_against(rec.clone()).await;
-    store.copy_archive("engagement", &Configs::default(), &[(0, 5, 5), (1, 0, 0)], i64::MIN).await.unwrap();
+    store.copy_archive("engagement", &Configs::default(), &[(0, 5, 5), (1, 0, 0)], i64::MIN, quick()).await.unwrap();
     assert!(statements(&rec).is_empty());
 }
 
@@ -78,8 +86,29 @@ async fn rows_are_never_copied_below_the_copys_own_bound() {
     let store = store_against(rec.clone()).await;
     // A `counts_from` before 1970-01-03 (or none) leaves the bound where the copy and the
     // processor's dates agree.
-    store.copy_archive("engagement", &Configs::default(), &[(0, 0, 10)], 0).await.unwrap();
+    store.copy_archive("engagement", &Configs::default(), &[(0, 0, 10)], 0, quick()).await.unwrap();
     let sql = statements(&rec);
     assert_eq!(sql.len(), 1, "{sql:#?}");
     assert!(sql[0].contains(&format!("AND ts_ms >= {} AND", schemas::queries::COPY_TS_MIN_MS)), "{}", sql[0]);
+}
+
+#[tokio::test]
+async fn a_statement_clickhouse_fails_is_sent_again_after_a_growing_wait_and_the_copy_goes_on() {
+    let rec = Arc::new(Recorder::default());
+    // The first statement fails three times (an outage), the second goes through at once.
+    rec.refuse_next.store(3, Ordering::SeqCst);
+    let store = store_against(rec.clone()).await;
+    let shanghai = CommunityConfig { timezone: "Asia/Shanghai".parse().unwrap(), ..CommunityConfig::default() };
+    let configs =
+        Configs { default: CommunityConfig::default(), communities: HashMap::from([("sh".to_string(), shanghai)]) };
+    let started = Instant::now();
+    store.copy_archive("engagement", &configs, &[(0, 0, 100)], 0, Backoff::new(20, 40)).await.unwrap();
+    // Waits of 20, 40 and 40 ms between the four attempts at the first statement.
+    assert!(started.elapsed() >= Duration::from_millis(100), "{:?}", started.elapsed());
+    let bodies: Vec<String> =
+        rec.bodies.lock().unwrap().iter().map(|(_, b)| String::from_utf8_lossy(b).into_owned()).collect();
+    assert_eq!(bodies.len(), 5, "{bodies:#?}");
+    assert!(bodies[..4].iter().all(|b| b == &bodies[0]), "the failed statement, again: {bodies:#?}");
+    assert_ne!(bodies[4], bodies[0], "then the next statement, once: {bodies:#?}");
+    assert_eq!(rec.refuse_next.load(Ordering::SeqCst), 0);
 }

@@ -4,6 +4,7 @@
 //! part of the log, then stops; the rest reaches only the log. The replay, with the time zone
 //! changed from UTC to Asia/Shanghai, must leave every distinct event archived once, with
 //! `local_day` and `participation` as the processor computes them for the new configuration.
+//! The served archive is out of reach when the copy starts: the copy is retried until it is back.
 
 use e2e_tests::{load, Stack};
 use reqwest::blocking::Client;
@@ -71,15 +72,31 @@ fn replay_copies_the_served_archive_and_archives_the_rest_itself() {
     let served = archive(&stack, &base);
     assert_eq!(served.len() as u64, load::distinct(&first), "generation 0 archived the first part only");
 
-    let out = stack
+    // The served archive is out of reach as the replay starts (renamed away, as in an outage of
+    // the node that holds it): the copy fails, and is sent again until the table is back.
+    stack.sql(&format!("RENAME TABLE {base}.events_raw TO {base}.events_raw_away")).unwrap();
+    let log_path = stack.dir.join("replay-archive.log");
+    let mut replay = stack
         .tool("processor")
         .unwrap()
         .args(["replay", "--generation", "1"])
         .env("PROCESSOR_METRICS__DEFAULT__TIMEZONE", "Asia/Shanghai")
-        .output()
+        .env("PROCESSOR_FLUSH__BACKOFF_MS", "100")
+        .env("PROCESSOR_FLUSH__MAX_BACKOFF_MS", "400")
+        .stdout(std::fs::File::create(&log_path).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
         .unwrap();
-    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "replay failed: {log}");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    e2e_tests::wait_for("two failed attempts at the archive copy", Duration::from_secs(60), || {
+        log().matches("archive copy failed").count() >= 2
+    })
+    .unwrap();
+    assert!(replay.try_wait().unwrap().is_none(), "the replay ended while its copy could not run: {}", log());
+    stack.sql(&format!("RENAME TABLE {base}.events_raw_away TO {base}.events_raw")).unwrap();
+    let status = replay.wait().unwrap();
+    let log = log();
+    assert!(status.success(), "replay failed: {log}");
     let copied = log.lines().find(|l| l.contains("archive copied from the served generation"));
     println!("{}", copied.unwrap_or_else(|| panic!("the replay copied no archive: {log}")));
 

@@ -24,6 +24,8 @@ pub struct Recorder {
     pub bodies: Mutex<Vec<(String, Vec<u8>)>>,
     /// Inserts into this table are answered with an error.
     pub refuse: Option<&'static str>,
+    /// The next this many requests, whatever they carry, are answered with an error.
+    pub refuse_next: AtomicUsize,
     /// Inserts into this table take this long.
     pub slow: Option<(&'static str, Duration)>,
     /// Inserts being answered now.
@@ -69,7 +71,8 @@ async fn clickhouse(
     }
     rec.log.lock().unwrap().push((table.clone(), "end"));
     rec.in_flight.fetch_sub(1, Ordering::SeqCst);
-    if rec.refuse == Some(table.as_str()) {
+    let refused_now = rec.refuse_next.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+    if refused_now || rec.refuse == Some(table.as_str()) {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
         StatusCode::OK
