@@ -8,6 +8,7 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,11 +21,18 @@ pub enum Change {
 pub struct GroupContext {
     topic: String,
     changes: Arc<Mutex<Vec<Change>>>,
+    /// Whether an assignment (perhaps of no partitions) has come: the group's join is done.
+    joined: Arc<AtomicBool>,
 }
 
 impl GroupContext {
     pub fn new(topic: &str) -> Self {
-        GroupContext { topic: topic.to_owned(), changes: Arc::default() }
+        GroupContext { topic: topic.to_owned(), changes: Arc::default(), joined: Arc::default() }
+    }
+
+    /// Whether the consumer has been given its partitions (by the group, or by configuration).
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
     }
 
     /// The changes since the last call, oldest first.
@@ -40,6 +48,7 @@ impl GroupContext {
 
     /// Partitions assigned without the group (`kafka.partitions`): taken up like the group's.
     pub fn assigned_statically(&self, partitions: Vec<i32>) {
+        self.joined.store(true, Ordering::Release);
         self.push(Change::Assigned(partitions));
     }
 
@@ -73,6 +82,7 @@ impl ConsumerContext for GroupContext {
             }
             tracing::info!(partitions = ?self.partitions(tpl), "partitions assigned");
             self.push(Change::Assigned(self.partitions(tpl)));
+            self.joined.store(true, Ordering::Release);
         }
     }
 }

@@ -466,7 +466,10 @@ impl Pipeline {
         // Joined here, not at start: a replay's archive copy, however long, comes first and
         // must not hold a group membership nobody polls.
         match self.cfg.kafka.static_partitions().map_err(ProcessorError::Config)? {
-            None => self.consumer.subscribe(&[self.cfg.kafka.topic.as_str()])?,
+            None => {
+                self.consumer.subscribe(&[self.cfg.kafka.topic.as_str()])?;
+                tracing::info!(group = %self.cfg.kafka.group_id, "joining the consumer group");
+            }
             Some(which) => self.assign_statically(which).await?,
         }
         tokio::pin!(shutdown);
@@ -643,10 +646,31 @@ impl Pipeline {
                 }
             }
             if stop {
+                self.finish_joining().await;
                 tracing::info!("processor stopped");
                 return Ok(false);
             }
         }
+    }
+
+    /// A processor stopped while its consumer group join is still going on (its first seconds)
+    /// waits for the join to end before it leaves, up to `kafka.session_timeout_ms`. Tansu 0.6
+    /// never ends a rebalance that a still-joining member left: every later member of the group
+    /// waited for good (seen with a replay stopped 1.5 s after its start, then run again). Leaving
+    /// as a member that has joined is what a stop at any later moment does, on any broker.
+    async fn finish_joining(&mut self) {
+        if self.group.joined() {
+            return;
+        }
+        let started = Instant::now();
+        let limit = Duration::from_millis(self.cfg.kafka.session_timeout_ms);
+        tracing::info!("stopped during the consumer group's join; leaving once it is done");
+        while !self.group.joined() && started.elapsed() < limit {
+            // Polling serves the group's callbacks; partitions assigned are paused by them, so no
+            // records come.
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+        }
+        tracing::info!(joined = self.group.joined(), elapsed_ms = started.elapsed().as_millis() as u64, "join ended");
     }
 
     /// The held partitions' log ends, as the consumer's fetches last saw them: asking the

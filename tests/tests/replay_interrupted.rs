@@ -1,4 +1,5 @@
-//! A replay stopped part way, by SIGTERM and then by SIGKILL, and run again: it resumes from the
+//! A replay stopped part way (by SIGTERM while it joins its consumer group, by SIGTERM, then by
+//! SIGKILL, as it reads) and run again: it resumes from the
 //! progress it stored, and the generation it finishes is the one an uninterrupted replay builds
 //! (equal to the reference on every endpoint, every event archived once). Its rounds are small
 //! here, so that the stops fall between stored rounds and inside them, and its records are
@@ -19,16 +20,56 @@ fn stored(stack: &Stack, db: &str) -> i64 {
         .unwrap_or(0)
 }
 
-fn replay(stack: &Stack) -> Child {
+/// Starts a replay logging to `<stack>/replay-<n>.log`.
+fn replay(stack: &Stack, n: usize) -> Child {
     stack
         .tool("processor")
         .unwrap()
         .args(["replay", "--generation", "1"])
         .env("PROCESSOR_FLUSH__REPLAY_MAX_RECORDS", "1500")
-        .stdout(Stdio::null())
+        .stdout(std::fs::File::create(stack.dir.join(format!("replay-{n}.log"))).unwrap())
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
+}
+
+fn replay_log(stack: &Stack, n: usize) -> String {
+    std::fs::read_to_string(stack.dir.join(format!("replay-{n}.log"))).unwrap_or_default()
+}
+
+/// Waits for `child` to exit, failing after `limit`.
+fn exits_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops a replay with SIGTERM while it is still joining its consumer group. Tansu 0.6 never
+/// ended the rebalance such a member left, and every later replay waited for good; the
+/// processor now leaves once its join is done (`Pipeline::finish_joining`).
+fn stop_during_the_join(stack: &Stack) {
+    let mut child = replay(stack, 0);
+    let started = Instant::now();
+    while !replay_log(stack, 0).contains("joining the consumer group") {
+        assert!(child.try_wait().unwrap().is_none(), "the replay ended before joining: {}", replay_log(stack, 0));
+        assert!(started.elapsed() < Duration::from_secs(60), "no join: {}", replay_log(stack, 0));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!replay_log(stack, 0).contains("partitions assigned"), "joined before the stop");
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = exits_within(&mut child, Duration::from_secs(30), "the replay stopped during its join");
+    let log = replay_log(stack, 0);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped during the consumer group's join"), "the stop did not fall in the join: {log}");
 }
 
 /// Waits until the replay has stored progress beyond `past`, then stops it with `signal`.
@@ -71,14 +112,15 @@ fn a_replay_stopped_and_killed_part_way_resumes_to_the_same_tables() {
     load::wait_counted(&client, &stack, "e2e", load::distinct(&events), Duration::from_secs(120));
 
     let db = format!("{}_g1", stack.database);
-    let mut first = replay(&stack);
+    stop_during_the_join(&stack);
+    let mut first = replay(&stack, 1);
     let at_term = stop_once_past(&stack, &db, &mut first, 0, "-TERM");
-    let mut second = replay(&stack);
+    let mut second = replay(&stack, 2);
     let at_kill = stop_once_past(&stack, &db, &mut second, at_term, "-KILL");
     assert!(at_kill < records, "the replay was done ({at_kill} of {records}) before the kill");
-    println!("replay stopped at {at_term} and killed at {at_kill} of {records} records");
-    let out = replay(&stack).wait_with_output().unwrap();
-    assert!(out.status.success(), "the resumed replay failed");
+    println!("replay stopped during its join, then at {at_term} and killed at {at_kill} of {records} records");
+    let status = exits_within(&mut replay(&stack, 3), Duration::from_secs(180), "the resumed replay");
+    assert!(status.success(), "the resumed replay failed: {}", replay_log(&stack, 3));
     assert_eq!(stored(&stack, &db), records, "the resumed replay read the whole log");
 
     let archived =
