@@ -7,11 +7,15 @@
 //! and checks that the new generation counts every event the serving one does.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches --bins && target/release/load-ingest [--members N] [--concurrency C] [--batches 100,1000]
-//!       [--replay-flush-ms MS] [--replay-max-records N] [--replay-from TIME]
+//!       [--replay-flush-ms MS] [--replay-max-records N] [--replay-from TIME] [--stop-replay-after-ms MS]
 //!
 //! `--replay-from TIME` replays from that instant (`processor replay --from`, the events dated
 //! from then on; the generated communities span 2024-01-01 to 2024-06-28) and checks the new
 //! generation counts and archives exactly those.
+//!
+//! `--stop-replay-after-ms MS` first starts a replay and stops it with SIGTERM that long after its
+//! start, reports how long it took to exit and the progress it stored, then measures the replay
+//! that resumes it (the counts checked at the end then cover the stop too).
 //!
 //! `LOAD_SHOW_REPLAY_LOG=1` prints the replaying processor's log (its rounds, checkpoints and
 //! time by step) on stderr.
@@ -36,6 +40,8 @@ async fn main() -> Result<()> {
     let batches: Vec<usize> =
         arg(&args, "--batches", "100,1000").split(',').map(|s| s.parse()).collect::<Result<_, _>>()?;
     let replay_from = Some(arg(&args, "--replay-from", "")).filter(|t| !t.is_empty());
+    let stop_replay_after_ms: Option<u64> =
+        Some(arg(&args, "--stop-replay-after-ms", "")).filter(|t| !t.is_empty()).map(|t| t.parse()).transpose()?;
     let from_ms = match &replay_from {
         Some(t) => schemas::validate::parse_ts(t).map_err(|e| anyhow::anyhow!("--replay-from: {e}"))?,
         None => i64::MIN,
@@ -121,24 +127,32 @@ async fn main() -> Result<()> {
         let (n, bytes, secs) = read_topic(&stack.kafka, how).await?;
         println!("| {name} | {n} | {:.1} | {secs:.2} s | {:.0} |", bytes as f64 / 1e6, n as f64 / secs);
     }
-    let cpu_before = children_cpu_seconds();
-    let started = Instant::now();
     // The configuration's defaults unless given.
     let flush_ms = arg(&args, "--replay-flush-ms", &benches::default_replay_interval());
-    let mut replay = stack.tool("processor")?;
-    replay.args(["replay", "--generation", "1"]);
+    let replay_max_records = arg(&args, "--replay-max-records", &benches::default_replay_round());
+    let replay_command = || -> Result<std::process::Command> {
+        let mut replay = stack.tool("processor")?;
+        replay.args(["replay", "--generation", "1"]);
+        if let Some(t) = &replay_from {
+            replay.args(["--from", t]);
+        }
+        replay
+            .env("PROCESSOR_FLUSH__REPLAY_INTERVAL_MS", &flush_ms)
+            .env("PROCESSOR_FLUSH__REPLAY_MAX_RECORDS", &replay_max_records);
+        Ok(replay)
+    };
     if let Some(t) = &replay_from {
-        replay.args(["--from", t]);
         println!();
         println!("replaying from {t}: {replayed_events} of the {records} events are dated from then on");
     }
-    let out = replay
-        .env("PROCESSOR_FLUSH__REPLAY_INTERVAL_MS", &flush_ms)
-        .env(
-            "PROCESSOR_FLUSH__REPLAY_MAX_RECORDS",
-            arg(&args, "--replay-max-records", &benches::default_replay_round()),
-        )
-        .output()?;
+    // Records the measured replay reads: those after the progress a stopped replay stored.
+    let to_read = match stop_replay_after_ms {
+        Some(ms) => records - stop_a_replay(&stack, replay_command()?, ms, records).await?,
+        None => records,
+    };
+    let cpu_before = children_cpu_seconds();
+    let started = Instant::now();
+    let out = replay_command()?.output()?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = children_cpu_seconds() - cpu_before;
     let log = strip_ansi(&String::from_utf8_lossy(&out.stdout));
@@ -179,14 +193,15 @@ async fn main() -> Result<()> {
         "| replay into generation 1 | records | wall time (process start to exit) | reading time | records/s (reading) | processor CPU (user + sys) | records per CPU second |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let per_cpu = records as f64 / cpu;
+    let per_cpu = to_read as f64 / cpu;
+    let what = if to_read == records { "all of the topic" } else { "the rest of the topic, resumed" };
     match reading {
         Some(r) => println!(
-            "| all of the topic | {records} | {wall:.2} s | {r:.2} s | {:.0} | {cpu:.2} s | {per_cpu:.0} |",
-            records as f64 / r
+            "| {what} | {to_read} | {wall:.2} s | {r:.2} s | {:.0} | {cpu:.2} s | {per_cpu:.0} |",
+            to_read as f64 / r
         ),
         None => {
-            println!("| all of the topic | {records} | {wall:.2} s | (not in the log) | | {cpu:.2} s | {per_cpu:.0} |")
+            println!("| {what} | {to_read} | {wall:.2} s | (not in the log) | | {cpu:.2} s | {per_cpu:.0} |")
         }
     }
     // The replay's own count, not the events sent: the new generation must hold every event.
@@ -229,6 +244,47 @@ async fn main() -> Result<()> {
     println!("ClickHouse, whole run: {}", r.trim().replace('\n', ", ").replace('\t', " "));
     drop(stack);
     Ok(())
+}
+
+/// Starts a replay, stops it with SIGTERM `after_ms` into its run (part way through its reading,
+/// for a suitable value), and reports how long it took to exit and how much progress it stored:
+/// a stopped replay writes what it consumed, so that its resumption (the measured replay that
+/// follows) goes on from there. The final counts then check the stop lost and doubled nothing.
+async fn stop_a_replay(
+    stack: &e2e_tests::Stack,
+    mut replay: std::process::Command,
+    after_ms: u64,
+    records: usize,
+) -> Result<usize> {
+    let log_path = stack.dir.join("stopped-replay.log");
+    let mut child = replay.stdout(std::fs::File::create(&log_path)?).stderr(std::process::Stdio::null()).spawn()?;
+    tokio::time::sleep(Duration::from_millis(after_ms)).await;
+    if child.try_wait()?.is_some() {
+        bail!("the replay ended within {after_ms} ms, before the stop: give a smaller --stop-replay-after-ms");
+    }
+    let signalled = Instant::now();
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let exited = signalled.elapsed();
+    let log = strip_ansi(&std::fs::read_to_string(&log_path)?);
+    if !status.success() {
+        bail!("the stopped replay failed: {log}");
+    }
+    let q = format!("SELECT sum(next_offset) FROM {}_g1.processor_progress FINAL FORMAT TSV", stack.database);
+    let stored =
+        reqwest::Client::new().post(&stack.clickhouse_url).body(q).send().await?.error_for_status()?.text().await?;
+    let stored: usize = stored.trim().parse()?;
+    println!();
+    println!(
+        "replay stopped with SIGTERM {after_ms} ms after its start: exited {:.2} s after the signal, \
+         having stored progress for {} of {records} records; the replay below resumes it",
+        exited.as_secs_f64(),
+        stored
+    );
+    if std::env::var_os("LOAD_SHOW_REPLAY_LOG").is_some() {
+        eprintln!("{log}");
+    }
+    Ok(stored)
 }
 
 /// The processor's default topic, which the e2e stack uses.
