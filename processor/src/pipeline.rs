@@ -309,8 +309,6 @@ impl Pipeline {
         self.core.partitions.values().any(PartitionState::catching_up)
     }
 
-    /// Records read towards the replay's targets, and whether every partition reached its target
-    /// (with nothing of it left unwritten).
     /// Takes `kafka.partitions` without the consumer group: nothing to join, no session of a
     /// crashed predecessor to wait out. They are paused until taken up, as the group's are.
     async fn assign_statically(&mut self, which: StaticPartitions) -> Result<(), ProcessorError> {
@@ -333,6 +331,8 @@ impl Pipeline {
         targets.iter().all(|(p, (_, high))| self.core.partitions.get(p).is_some_and(|st| st.next_offset >= *high))
     }
 
+    /// Records read towards the replay's targets, and whether every partition reached its target
+    /// (with nothing of it left unwritten).
     fn replay_position(&self, targets: &BTreeMap<i32, (i64, i64)>) -> (i64, bool) {
         let mut done = 0;
         let mut finished = true;

@@ -81,11 +81,7 @@ fn stop_once_past(stack: &Stack, db: &str, child: &mut Child, past: i64, signal:
         if now > past {
             let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
             assert!(status.success());
-            let waited = Instant::now();
-            while child.try_wait().unwrap().is_none() {
-                assert!(waited.elapsed() < Duration::from_secs(30), "the replay did not stop on {signal}");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            exits_within(child, Duration::from_secs(30), &format!("the replay stopped with {signal}"));
             return now;
         }
         assert!(child.try_wait().unwrap().is_none(), "the replay ended before it could be stopped");
