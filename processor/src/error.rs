@@ -12,6 +12,8 @@ pub enum ProcessorError {
     DeadLetter(String),
     #[error("partition ownership may have moved: no poll of the consumer group for {0} ms (limit {1} ms); exiting rather than writing for partitions another instance may own")]
     OwnershipLost(u64, u64),
+    #[error("kafka: the consumer stopped for good ({0}): {1}")]
+    KafkaFatal(String, String),
     #[error("{0}")]
     Generation(String),
     #[error("checkpoint: {0}")]

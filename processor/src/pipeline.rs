@@ -21,6 +21,7 @@ use common::Readiness;
 use engine::Engine;
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -50,7 +51,8 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 
 pub struct Pipeline {
     cfg: ProcessorConfig,
-    consumer: GroupConsumer,
+    /// Shared only so that a consumer failed for good can be leaked (`consumer_failed`).
+    consumer: std::sync::Arc<GroupConsumer>,
     group: GroupContext,
     /// When the consumer was last polled (rebalances are only seen then).
     last_poll: Instant,
@@ -207,6 +209,25 @@ fn consumer(cfg: &ProcessorConfig, group: GroupContext) -> Result<GroupConsumer,
     Ok(c.create_with_context(group)?)
 }
 
+/// The error a processor exits with once its consumer has failed for good, if it has. A broker
+/// fences a static member (`kafka.instance_id`) when another instance joins under the same id:
+/// the message says so, since that is a deployment mistake, not an outage. Such a consumer must
+/// not be dropped (see the caller).
+fn consumer_failed(consumer: &GroupConsumer, instance_id: Option<&str>) -> Option<ProcessorError> {
+    let (code, reason) = consumer.client().fatal_error()?;
+    Some(fatal_consumer_error(code, &reason, instance_id))
+}
+
+fn fatal_consumer_error(code: RDKafkaErrorCode, reason: &str, instance_id: Option<&str>) -> ProcessorError {
+    match (code, instance_id) {
+        (RDKafkaErrorCode::FencedInstanceId, Some(id)) => ProcessorError::KafkaFatal(
+            format!("{code:?}"),
+            format!("kafka.instance_id \"{id}\" was taken over by another instance; each running instance needs an id of its own ({reason})"),
+        ),
+        _ => ProcessorError::KafkaFatal(format!("{code:?}"), reason.to_owned()),
+    }
+}
+
 impl Pipeline {
     pub async fn start(
         cfg: ProcessorConfig,
@@ -239,7 +260,7 @@ impl Pipeline {
         };
         Ok(Pipeline {
             cfg,
-            consumer,
+            consumer: std::sync::Arc::new(consumer),
             group,
             last_poll: Instant::now(),
             store,
@@ -587,6 +608,15 @@ impl Pipeline {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "kafka consume error");
+                            // librdkafka retries everything but a fatal error; after one the
+                            // consumer never delivers again, so waiting would only hide it.
+                            if let Some(e) = consumer_failed(&self.consumer, self.cfg.kafka.instance_id.as_deref()) {
+                                // librdkafka never closes a consumer after a fatal error, and
+                                // dropping one waits for that close: the process would hang
+                                // instead of exiting to be restarted.
+                                std::mem::forget(std::sync::Arc::clone(&self.consumer));
+                                return Err(e);
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     },
@@ -1309,6 +1339,17 @@ async fn wait_for_partitions(consumer: &GroupConsumer, topic: &str) -> Result<Ve
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_fenced_static_member_is_told_which_setting_clashed() {
+        let e = fatal_consumer_error(RDKafkaErrorCode::FencedInstanceId, "broker: fenced", Some("processor-2"));
+        let text = e.to_string();
+        assert!(text.contains("kafka.instance_id \"processor-2\""), "{text}");
+        assert!(text.contains("each running instance needs an id of its own"), "{text}");
+        let other = fatal_consumer_error(RDKafkaErrorCode::InvalidProducerEpoch, "broker: epoch", None).to_string();
+        assert!(other.contains("InvalidProducerEpoch") && other.contains("broker: epoch"), "{other}");
+        assert!(!other.contains("instance_id"), "{other}");
+    }
+
     fn records(r: &Received) -> Vec<(i64, Vec<u8>)> {
         r.records().map(|(o, p)| (o, p.to_vec())).collect()
     }
@@ -1385,5 +1426,46 @@ mod fetched_high_watermark_tests {
             let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
         }
         assert_eq!(fetched_high_watermark(&consumer, "t", 1), None, "no such partition");
+    }
+
+    /// A fatal error (here raised by librdkafka's test hook, as a broker's fencing of a static
+    /// member would) surfaces as a consume error, and the consumer then says what failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fatal_consumer_error_is_seen_by_the_consume_loop() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 1, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        produce(&brokers, 3);
+        let consumer: GroupConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "g")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(GroupContext::new("t"))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("t", 0, Offset::Beginning).unwrap();
+        consumer.assign(&tpl).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await.unwrap().unwrap();
+        assert!(consumer_failed(&consumer, Some("p-1")).is_none(), "nothing failed yet");
+        let reason = std::ffi::CString::new("another member joined with this group.instance.id").unwrap();
+        // SAFETY: the handle is the live consumer's; the reason is a valid C string.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                consumer.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID,
+                reason.as_ptr(),
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no consume error after the fatal error");
+            if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(200), consumer.recv()).await {
+                break;
+            }
+        }
+        let e = consumer_failed(&consumer, Some("p-1")).expect("the consumer reports its fatal error").to_string();
+        assert!(e.contains("kafka.instance_id \"p-1\" was taken over"), "{e}");
+        // Dropping it would wait for a close librdkafka never does after a fatal error.
+        std::mem::forget(consumer);
     }
 }

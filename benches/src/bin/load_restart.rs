@@ -8,10 +8,13 @@
 //! written the probe.
 //!
 //!   cargo build --release -p processor -p ingest -p query-api -p benches -p batch --bins \
-//!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4] [--partitions all]
+//!     && target/release/load-restart [--communities 10] [--members 100000] [--concurrency 4] \
+//!          [--partitions all | --instance-id ID]
 //!
 //! `--partitions` gives the processor its partitions by configuration (`kafka.partitions`)
 //! instead of through the consumer group, so that no restart waits for the group.
+//! `--instance-id` makes it a static member of the group (`kafka.instance_id`), so that the
+//! restart after the crash takes the killed member's place instead of waiting out its session.
 //!
 //! The stack's directory (`.scratch/e2e/`: logs, ClickHouse data) is removed when the run ends;
 //! `E2E_KEEP=1` keeps it, e.g. to read the services' logs after a failed run.
@@ -41,6 +44,10 @@ fn main() -> Result<()> {
     let mut env = vec![("PROCESSOR_CHECKPOINT__INTERVAL_SECS", "10")];
     if !partitions.is_empty() {
         env.push(("PROCESSOR_KAFKA__PARTITIONS", partitions.as_str()));
+    }
+    let instance_id = arg(&args, "--instance-id", "");
+    if !instance_id.is_empty() {
+        env.push(("PROCESSOR_KAFKA__INSTANCE_ID", instance_id.as_str()));
     }
     let mut stack = benches::load_stack("restart", &env)?;
     let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
