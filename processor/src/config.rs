@@ -160,6 +160,13 @@ impl Default for FlushConfig {
     }
 }
 
+impl FlushConfig {
+    /// The delays between attempts at a write or an archive copy ClickHouse refused.
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.backoff_ms, self.max_backoff_ms)
+    }
+}
+
 /// Saved engine state, so that a restart resumes instead of re-reading the topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -9,7 +9,6 @@
 
 use crate::archive_sends::ArchiveSends;
 use crate::assignment::{Change, GroupContext};
-use crate::backoff::Backoff;
 use crate::checkpoint::{CheckpointMeta, Checkpoints};
 use crate::config::{ProcessorConfig, StaticPartitions};
 use crate::error::ProcessorError;
@@ -300,7 +299,7 @@ impl Pipeline {
         // Events before `counts_from` are not archived in this generation (`copy_archive` keeps
         // its own lower bound above that).
         let ts_min_ms = self.core.counts_from_ms;
-        let backoff = Backoff::new(self.cfg.flush.backoff_ms, self.cfg.flush.max_backoff_ms);
+        let backoff = self.cfg.flush.backoff();
         let below = format!("{:?}", self.copied);
         self.copy_in_flight = Some(tokio::spawn(async move {
             let started = Instant::now();
@@ -608,12 +607,11 @@ impl Pipeline {
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "kafka consume error");
-                            // librdkafka retries everything but a fatal error; after one the
-                            // consumer never delivers again, so waiting would only hide it.
+                            // librdkafka retries everything but a fatal error, after which the
+                            // consumer never delivers again. It never closes such a consumer
+                            // either, and dropping one waits for that close: leaked, so that the
+                            // process exits to be restarted instead of hanging.
                             if let Some(e) = consumer_failed(&self.consumer, self.cfg.kafka.instance_id.as_deref()) {
-                                // librdkafka never closes a consumer after a fatal error, and
-                                // dropping one waits for that close: the process would hang
-                                // instead of exiting to be restarted.
                                 std::mem::forget(std::sync::Arc::clone(&self.consumer));
                                 return Err(e);
                             }
@@ -914,7 +912,7 @@ impl Pipeline {
     /// meanwhile, so memory stays bounded; on shutdown it gives up, and progress stays where it
     /// was (the next run redoes the work).
     async fn write_with_retry(&self, batch: &Batch, stopping: bool) -> Result<(), ProcessorError> {
-        let mut backoff = Backoff::new(self.cfg.flush.backoff_ms, self.cfg.flush.max_backoff_ms);
+        let mut backoff = self.cfg.flush.backoff();
         let mut attempts = 0;
         loop {
             match self.store.write(batch).await {
