@@ -454,6 +454,15 @@ impl Stack {
             .count()
     }
 
+    /// The partitions of the named processor's latest assignment by the consumer group (from its
+    /// log; empty before the first).
+    pub fn assigned_partitions(&self, name: &str) -> Vec<i32> {
+        let log = std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+        let Some(line) = log.lines().rev().find(|l| l.contains("partitions assigned")) else { return Vec::new() };
+        let list = line.rsplit_once('[').and_then(|(_, rest)| rest.split_once(']')).map_or("", |(l, _)| l);
+        list.split(',').filter_map(|p| p.trim().parse().ok()).collect()
+    }
+
     /// A command for one of the workspace's tools (`reconcile`, `archive`) with the processor's
     /// configuration in its environment: ClickHouse, Kafka and the metric parameters.
     pub fn tool(&self, name: &str) -> Result<Command> {
