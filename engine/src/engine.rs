@@ -275,8 +275,9 @@ impl MemberState {
         self.ids.shrink_to_fit();
     }
 
-    /// Contributions for every scope the member has: each group, then the community (`""`).
-    fn contributions(&self, cfg: &crate::config::CommunityConfig) -> Contributions {
+    /// Contributions for every scope the member has: each group, then the community
+    /// (`community`, the community's interned `""`: keys compared by pointer, not by contents).
+    fn contributions(&self, cfg: &crate::config::CommunityConfig, community: &Scope) -> Contributions {
         let both = |view: &ScopeView<'_>| {
             let c = contribution(view, cfg);
             let cohort = c.as_ref().map(|c| c.grans.clone().map(|g| g.cohort));
@@ -300,7 +301,7 @@ impl MemberState {
                 both(&ScopeView::new(&all, cfg))
             }
         };
-        out.push((Scope::from(""), c, a));
+        out.push((community.clone(), c, a));
         out
     }
 }
@@ -424,7 +425,7 @@ impl Engine {
                 Contributions::new()
             } else {
                 member.settle();
-                member.contributions(cfg)
+                member.contributions(cfg, &intern(&mut comm.scopes, ""))
             };
             comm.touched.insert(ev.member_id.to_owned(), before);
         }
@@ -566,11 +567,12 @@ fn flush_members(
     // Taken, not drained: a drained map keeps its capacity, sized for the busiest flush.
     let mut touched: Vec<(String, Contributions)> = std::mem::take(&mut comm.touched).into_iter().collect();
     touched.sort_by(|a, b| a.0.cmp(&b.0));
+    let community = intern(&mut comm.scopes, "");
     for (member_id, before) in touched {
         let member = comm.members.get_mut(member_id.as_str()).expect("touched members exist");
         member.groups.set_mark(false);
         member.settle();
-        let after = member.contributions(cfg);
+        let after = member.contributions(cfg, &community);
         for (scope, new, new_activity) in &after {
             let old_entry = before.iter().find(|(s, _, _)| s == scope);
             let old_activity = old_entry.map(|(_, _, a)| a);
